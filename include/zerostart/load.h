@@ -83,6 +83,8 @@ int zs_load_wait_layer(zs_load_t *ld, int32_t layer, zs_err_t *err);
 /* The weights under load (valid after zs_load_begin succeeds; tensor data is only valid
  * once its layer is ready). */
 zs_weights_t *zs_load_weights(zs_load_t *ld);
+/* 1 once every loader thread has ended (the load completed or failed), else 0. */
+int zs_load_done(zs_load_t *ld);
 /* Waits for the whole load, frees the loader and hands over the weights (or frees them
  * and returns the error). */
 int zs_load_finish(zs_load_t *ld, zs_weights_t **out, zs_err_t *err);

@@ -1,0 +1,20 @@
+/* Checking loaded weights against the checkpoint files, byte for byte. */
+#ifndef ZEROSTART_VERIFY_H
+#define ZEROSTART_VERIFY_H
+
+#include <stdint.h>
+
+#include "zerostart/load.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Compares every tensor of w with a buffered read of its bytes from the file. The error
+ * names the first tensor and byte that differ. */
+int zs_weights_verify(const zs_weights_t *w, uint64_t *bytes_checked, zs_err_t *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,18 @@
+/* Shared pieces of the `zerostart` command: subcommand entry points and small helpers. */
+#ifndef ZS_CLI_H
+#define ZS_CLI_H
+
+#include <stdint.h>
+
+int zs_cmd_load(int argc, char **argv);
+int zs_cmd_synth(int argc, char **argv);
+int zs_cmd_demo(int argc, char **argv);
+
+/* Parses a size like "4M", "1GiB", "4096" into bytes; 0 on success. */
+int zs_cli_parse_size(const char *s, uint64_t *out);
+/* Parses a non-negative int; 0 on success. */
+int zs_cli_parse_int(const char *s, long lo, long hi, long *out);
+/* "16.06 GB" style formatting into buf. */
+const char *zs_cli_fmt_bytes(uint64_t b, char *buf, unsigned len);
+
+#endif

@@ -1,0 +1,34 @@
+/* `zerostart` command entry point: dispatches to the subcommands. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: zerostart <command> [options]\n"
+            "\n"
+            "commands:\n"
+            "  load PATH [--device cuda:N|cpu] [--threads N] [--chunk SIZE] [--staging SIZE]\n"
+            "            [--direct auto|on|off] [--verify] [--json]\n"
+            "        load a Hugging Face model directory (or .safetensors file) into GPU or host\n"
+            "        memory and print a timing breakdown\n"
+            "  synth DIR [--shape tiny|small|llama3-8b] [--seed N]\n"
+            "        write a synthetic Llama-architecture checkpoint with random weights\n"
+            "  demo [--dir DIR] [--device cuda:N|cpu]\n"
+            "        write the built-in synthetic model and load it\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "load") == 0) return zs_cmd_load(argc - 1, argv + 1);
+    if (strcmp(argv[1], "synth") == 0) return zs_cmd_synth(argc - 1, argv + 1);
+    if (strcmp(argv[1], "demo") == 0) return zs_cmd_demo(argc - 1, argv + 1);
+    fprintf(stderr, "zerostart: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
