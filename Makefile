@@ -59,7 +59,7 @@ REL        := build/rel
 REL_OBJ    := $(REL_LIB_SRC:%.c=$(REL)/%.o) $(REL_CU:%.cu=$(REL)/%.cu.o)
 ZS_BIN     := $(REL)/zerostart
 
-.PHONY: all deps venv demo test test-unit test-py test-fuzz test-nocuda test-gpu bench-load clean fuzz
+.PHONY: all deps venv demo test test-build test-gpu gpu-build clean fuzz
 all: $(ZS_BIN)
 
 $(REL)/%.o: %.c $(HEADERS)
@@ -146,8 +146,13 @@ test: deps venv
 test-build: $(ZS_BIN) $(ASAN)/zerostart $(UNIT_BINS) $(FUZZ_BINS)
 	$(MAKE) ZS_CUDA=0 REL=build/nocuda build/nocuda/zerostart
 
-test-gpu: $(ZS_BIN) venv
-	bash tests/gpu/run.sh
+$(REL)/test_gpu_loader: tests/gpu/test_gpu_loader.c $(REL)/libzs.a $(HEADERS)
+	$(CC) $(BASE_CFLAGS) $(REL_CFLAGS) -Itests/unit -O1 -g -o $@ $< $(REL)/libzs.a $(BASE_LIBS) $(REL_LIBS)
+
+gpu-build: $(ZS_BIN) $(REL)/test_gpu_loader
+
+test-gpu: gpu-build
+	ZS_BIN=$(ZS_BIN) bash tests/gpu/run.sh
 
 clean:
 	rm -rf build

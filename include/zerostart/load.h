@@ -32,6 +32,7 @@ typedef struct zs_load_opts {
     int threads;                  /* reader threads; 0 = default (min(16, 2 x cores)) */
     size_t chunk_bytes;           /* read/copy unit; 0 = 4 MiB */
     size_t staging_bytes;         /* pinned host memory bound for GPU loads; 0 = 1 GiB */
+    int staging_slots;            /* pinned chunk buffers per reader thread (GPU loads), 0 = 2, max 8 */
     int direct_io;                /* -1 auto (O_DIRECT for data not in page cache), 0 never, 1 always */
     /* Optional tensor priorities, parallel to ck->tensors (smaller first). NULL: embeddings,
      * then layers 0..N-1, then everything else. */

@@ -55,6 +55,12 @@ static int parse_load_args(int argc, char **argv, load_args_t *a) {
                 return -1;
             }
             a->opts.threads = (int)n;
+        } else if (strcmp(o, "--slots") == 0 && v) {
+            if (zs_cli_parse_int(argv[++i], 1, 8, &n) != 0) {
+                fprintf(stderr, "zerostart load: --slots wants 1..8, got '%s'\n", v);
+                return -1;
+            }
+            a->opts.staging_slots = (int)n;
         } else if ((strcmp(o, "--chunk") == 0 || strcmp(o, "--staging") == 0) && v) {
             if (zs_cli_parse_size(argv[++i], &sz) != 0 || sz == 0) {
                 fprintf(stderr, "zerostart load: %s wants a size like 4M or 1G, got '%s'\n", o, v);
@@ -82,7 +88,7 @@ static int parse_load_args(int argc, char **argv, load_args_t *a) {
     }
     if (a->path == NULL) {
         fprintf(stderr, "usage: zerostart load PATH [--device cuda:N|cpu] [--threads N] [--chunk SIZE] "
-                        "[--staging SIZE] [--direct auto|on|off] [--verify] [--json]\n");
+                        "[--staging SIZE] [--slots N] [--direct auto|on|off] [--verify] [--json]\n");
         return -1;
     }
     return 0;

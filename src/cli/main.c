@@ -10,13 +10,15 @@ static void usage(FILE *f) {
             "\n"
             "commands:\n"
             "  load PATH [--device cuda:N|cpu] [--threads N] [--chunk SIZE] [--staging SIZE]\n"
-            "            [--direct auto|on|off] [--verify] [--json]\n"
+            "            [--slots N] [--direct auto|on|off] [--verify] [--json]\n"
             "        load a Hugging Face model directory (or .safetensors file) into GPU or host\n"
             "        memory and print a timing breakdown\n"
             "  synth DIR [--shape tiny|small|llama3-8b] [--seed N]\n"
             "        write a synthetic Llama-architecture checkpoint with random weights\n"
             "  demo [--dir DIR] [--device cuda:N|cpu]\n"
-            "        write the built-in synthetic model and load it\n");
+            "        write the built-in synthetic model and load it\n"
+            "  probe [--disk] [--cache] [--threads N,...] [--chunk SIZE,...] [--h2d SIZE] FILE...\n"
+            "        measure storage (O_DIRECT), page-cache and pinned host->GPU bandwidth\n");
 }
 
 int main(int argc, char **argv) {
@@ -28,6 +30,7 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "load") == 0) return zs_cmd_load(argc - 1, argv + 1);
     if (strcmp(argv[1], "synth") == 0) return zs_cmd_synth(argc - 1, argv + 1);
     if (strcmp(argv[1], "demo") == 0) return zs_cmd_demo(argc - 1, argv + 1);
+    if (strcmp(argv[1], "probe") == 0) return zs_cmd_probe(argc - 1, argv + 1);
     fprintf(stderr, "zerostart: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;

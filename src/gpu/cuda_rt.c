@@ -102,11 +102,6 @@ int zs_gpu_event_sync(zs_gpu_event_t *e, zs_err_t *err) {
     return ZS_OK;
 }
 
-int zs_gpu_launch_host_func(zs_gpu_stream_t *s, void (*fn)(void *), void *ctx, zs_err_t *err) {
-    CU_CHECK(cudaLaunchHostFunc((cudaStream_t)s, fn, ctx), "cudaLaunchHostFunc");
-    return ZS_OK;
-}
-
 int zs_gpu_stream_sync(zs_gpu_stream_t *s, zs_err_t *err) {
     CU_CHECK(cudaStreamSynchronize((cudaStream_t)s), "cudaStreamSynchronize");
     return ZS_OK;

@@ -28,9 +28,6 @@ int zs_gpu_memcpy_h2d_async(void *dst, const void *src, size_t n, zs_gpu_stream_
 int zs_gpu_memcpy_d2h(void *dst, const void *src, size_t n, zs_err_t *err);
 int zs_gpu_event_record(zs_gpu_event_t *e, zs_gpu_stream_t *s, zs_err_t *err);
 int zs_gpu_event_sync(zs_gpu_event_t *e, zs_err_t *err);
-/* Runs fn(ctx) on a runtime thread once the work queued on s before it has finished.
- * fn must not call CUDA. */
-int zs_gpu_launch_host_func(zs_gpu_stream_t *s, void (*fn)(void *), void *ctx, zs_err_t *err);
 int zs_gpu_stream_sync(zs_gpu_stream_t *s, zs_err_t *err);
 int zs_gpu_device_sync(zs_err_t *err);
 const char *zs_gpu_device_name(int dev);

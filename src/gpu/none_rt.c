@@ -26,9 +26,6 @@ int zs_gpu_event_record(zs_gpu_event_t *e, zs_gpu_stream_t *s, zs_err_t *err) {
     (void)e; (void)s; return none_fail(err);
 }
 int zs_gpu_event_sync(zs_gpu_event_t *e, zs_err_t *err) { (void)e; return none_fail(err); }
-int zs_gpu_launch_host_func(zs_gpu_stream_t *s, void (*fn)(void *), void *ctx, zs_err_t *err) {
-    (void)s; (void)fn; (void)ctx; return none_fail(err);
-}
 int zs_gpu_stream_sync(zs_gpu_stream_t *s, zs_err_t *err) { (void)s; return none_fail(err); }
 int zs_gpu_device_sync(zs_err_t *err) { return none_fail(err); }
 const char *zs_gpu_device_name(int dev) { (void)dev; return "none"; }

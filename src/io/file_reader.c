@@ -5,19 +5,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/uio.h>
 #include <unistd.h>
-
-#ifndef RWF_NOWAIT
-#define RWF_NOWAIT 0x00000008
-#endif
 
 int zs_io_open(zs_io_file_t *f, const char *path, zs_io_mode_t mode, zs_err_t *err) {
     memset(f, 0, sizeof *f);
     f->path = path;
     f->fd_direct = -1;
-    f->nowait_ok = 1;
     f->fd = open(path, O_RDONLY | O_CLOEXEC);
     if (f->fd < 0) {
         int e = errno;
@@ -34,11 +29,17 @@ int zs_io_open(zs_io_file_t *f, const char *path, zs_io_mode_t mode, zs_err_t *e
     if (mode != ZS_IO_BUFFERED) {
         /* EINVAL here means the file system has no O_DIRECT (tmpfs): fall back to buffered. */
         f->fd_direct = open(path, O_RDONLY | O_CLOEXEC | O_DIRECT);
+        if (mode == ZS_IO_AUTO && f->fd_direct >= 0 && f->size > 0) {
+            f->map = mmap(NULL, f->size, PROT_READ, MAP_SHARED, f->fd, 0);
+            if (f->map == MAP_FAILED) f->map = NULL; /* residency unknown: read buffered */
+        }
     }
     return ZS_OK;
 }
 
 void zs_io_close(zs_io_file_t *f) {
+    if (f->map != NULL) munmap(f->map, f->size);
+    f->map = NULL;
     if (f->fd >= 0) close(f->fd);
     if (f->fd_direct >= 0) close(f->fd_direct);
     f->fd = f->fd_direct = -1;
@@ -74,21 +75,17 @@ static int io_read_buffered(zs_io_file_t *f, uint64_t off, size_t len, char *dst
     return ZS_OK;
 }
 
-/* Buffered read that only takes what is in the page cache. Returns bytes read (maybe 0). */
-static size_t io_read_cached(zs_io_file_t *f, uint64_t off, size_t len, char *dst) {
-    size_t got = 0;
-    while (got < len && f->nowait_ok) {
-        struct iovec iov = {dst + got, len - got};
-        ssize_t r = preadv2(f->fd, &iov, 1, (off_t)(off + got), RWF_NOWAIT);
-        if (r > 0) {
-            got += (size_t)r;
-            continue;
-        }
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0 && (errno == EOPNOTSUPP || errno == ENOSYS || errno == EINVAL)) f->nowait_ok = 0;
-        break; /* EAGAIN: not cached; 0: EOF (the blocking path reports it) */
+double zs_io_resident(const zs_io_file_t *f, uint64_t off, size_t len) {
+    if (f->map == NULL || len == 0) return 1.0;
+    const uint64_t page = 4096;
+    uint64_t p0 = off / page, p1 = (off + len + page - 1) / page, resident = 0;
+    unsigned char vec[1024];
+    for (uint64_t p = p0; p < p1; p += sizeof vec) {
+        uint64_t n = p1 - p < sizeof vec ? p1 - p : sizeof vec;
+        if (mincore((char *)f->map + p * page, n * page, vec) != 0) return 1.0;
+        for (uint64_t i = 0; i < n; i++) resident += vec[i] & 1;
     }
-    return got;
+    return (double)resident / (double)(p1 - p0);
 }
 
 /* O_DIRECT read of [off, off+len) into scratch; *data points at byte off. */
@@ -123,10 +120,9 @@ int zs_io_read(zs_io_file_t *f, zs_io_mode_t mode, uint64_t off, size_t len, voi
     }
     if (off > f->size || len > f->size - off) return io_short(f, off, len, 0, err);
     char *target = dst ? (char *)dst : (char *)scratch;
-    size_t cached = 0;
-    if (mode == ZS_IO_AUTO || f->fd_direct < 0) cached = io_read_cached(f, off, len, target);
-    if (cached == len) goto out;
-    if (cached == 0 && f->fd_direct >= 0 && mode != ZS_IO_BUFFERED) {
+    int use_direct = f->fd_direct >= 0 &&
+                     (mode == ZS_IO_DIRECT || (mode == ZS_IO_AUTO && zs_io_resident(f, off, len) < 0.5));
+    if (use_direct) {
         char *p = NULL;
         int rc = io_read_direct(f, off, len, scratch, &p, err);
         if (rc != ZS_OK) return rc;
@@ -136,10 +132,9 @@ int zs_io_read(zs_io_file_t *f, zs_io_mode_t mode, uint64_t off, size_t len, voi
         return ZS_OK;
     }
     {
-        int rc = io_read_buffered(f, off + cached, len - cached, target + cached, err);
+        int rc = io_read_buffered(f, off, len, target, err);
         if (rc != ZS_OK) return rc;
     }
-out:
     if (data) *data = target;
     return ZS_OK;
 }

@@ -1,6 +1,7 @@
-/* Reading byte ranges of checkpoint files: page-cache hits are read with a non-blocking
- * buffered read (RWF_NOWAIT), misses with O_DIRECT into aligned buffers, with a buffered
- * fallback where the file system refuses O_DIRECT (tmpfs, some FUSE file systems). */
+/* Reading byte ranges of checkpoint files: ranges resident in the page cache (asked with
+ * mincore() on a mapping of the file, which starts no I/O) are read buffered, the others
+ * with O_DIRECT into aligned buffers, with a buffered fallback where the file system refuses
+ * O_DIRECT (tmpfs, some FUSE file systems). */
 #ifndef ZS_IO_FILE_READER_H
 #define ZS_IO_FILE_READER_H
 
@@ -21,12 +22,15 @@ typedef struct zs_io_file {
     const char *path;    /* borrowed */
     int fd;              /* buffered */
     int fd_direct;       /* O_DIRECT, or -1 when unavailable */
-    int nowait_ok;       /* 0 once RWF_NOWAIT turned out unsupported */
+    void *map;           /* PROT_READ mapping for residency checks, or NULL */
     uint64_t size;
 } zs_io_file_t;
 
 int zs_io_open(zs_io_file_t *f, const char *path, zs_io_mode_t mode, zs_err_t *err);
 void zs_io_close(zs_io_file_t *f);
+
+/* Fraction (0..1) of [off, off+len) resident in the page cache; 1 when unknown. */
+double zs_io_resident(const zs_io_file_t *f, uint64_t off, size_t len);
 
 /* Bytes an aligned scratch buffer needs to read `len` bytes at any offset with O_DIRECT. */
 size_t zs_io_scratch_bytes(size_t len);

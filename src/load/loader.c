@@ -1,8 +1,9 @@
 /* The weight loader (include/zerostart/load.h): reader threads pull chunks in priority order
- * and either read them straight into host memory (CPU device) or into two pinned staging
+ * and either read them straight into host memory (CPU device) or into a few pinned staging
  * slots each and copy them to the GPU on the thread's own stream, so reads and copies
- * overlap. Completed chunks count down per-tensor and per-layer byte totals; a layer is
- * ready when its last byte is resident. */
+ * overlap. A chunk counts as resident once the event recorded after its copy has completed
+ * (checked when its slot is reused, and at the end); resident chunks count down per-tensor
+ * and per-layer byte totals, and a layer is ready when its last byte is resident. */
 #include "zerostart/load.h"
 
 #include <pthread.h>
@@ -19,14 +20,10 @@
 
 #define ZS_DEFAULT_CHUNK (4u << 20)
 #define ZS_DEFAULT_STAGING ((size_t)1 << 30)
-#define ZS_SLOTS_PER_THREAD 2
+#define ZS_DEFAULT_SLOTS 2
+#define ZS_MAX_SLOTS 8
 
 typedef struct zs_load_worker zs_load_worker_t;
-
-typedef struct zs_chunk_done {
-    zs_load_t *ld;
-    size_t chunk;
-} zs_chunk_done_t;
 
 struct zs_load {
     const zs_ckpt_t *ck;
@@ -36,7 +33,6 @@ struct zs_load {
     zs_weights_t *w;
     size_t map_bytes;            /* host allocation size (CPU device) */
     zs_io_file_t *files;
-    zs_chunk_done_t *done_ctx;   /* per chunk, for GPU completion callbacks */
     _Atomic uint64_t *tensor_left;
     int32_t *layer_left;         /* [0]: non-layer tensors, [L + 1]: layer L */
     pthread_mutex_t mu;
@@ -57,10 +53,13 @@ struct zs_load {
 struct zs_load_worker {
     zs_load_t *ld;
     int id;
-    void *slot[ZS_SLOTS_PER_THREAD];
+    int nslots;
+    void *slot[ZS_MAX_SLOTS];
     size_t slot_bytes;
     zs_gpu_stream_t *stream;
-    zs_gpu_event_t *ev[ZS_SLOTS_PER_THREAD];
+    zs_gpu_event_t *ev[ZS_MAX_SLOTS];
+    size_t slot_chunk[ZS_MAX_SLOTS];   /* chunk whose copy from the slot is in flight */
+    int slot_busy[ZS_MAX_SLOTS];
 };
 
 void zs_load_opts_default(zs_load_opts_t *o) {
@@ -82,8 +81,7 @@ static void load_fail(zs_load_t *ld, const zs_err_t *e) {
     pthread_mutex_unlock(&ld->mu);
 }
 
-/* Counts a resident chunk down from its tensors and layers. Called on loader threads (host
- * loads) or on a CUDA runtime thread (GPU loads, via cudaLaunchHostFunc). */
+/* Counts a resident chunk down from its tensors and layers (called on loader threads). */
 static void load_chunk_resident(zs_load_t *ld, size_t ci) {
     const zs_chunk_t *c = &ld->plan.chunks[ci];
     int wake = 0;
@@ -106,11 +104,6 @@ static void load_chunk_resident(zs_load_t *ld, size_t ci) {
     }
 }
 
-static void load_chunk_resident_cb(void *p) {
-    zs_chunk_done_t *d = p;
-    load_chunk_resident(d->ld, d->chunk);
-}
-
 static void load_progress(zs_load_t *ld, uint64_t n, int direct) {
     uint64_t done = atomic_fetch_add(&ld->bytes_done, n) + n;
     if (direct) atomic_fetch_add(&ld->bytes_direct, n);
@@ -125,11 +118,21 @@ static void *load_map(size_t bytes) {
     return p;
 }
 
+/* Host weights: faulting the pages in up front (one kernel pass, huge pages where possible)
+ * is far cheaper than taking a page fault inside every read that lands in fresh memory. */
+static void *load_map_populated(size_t bytes) {
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    madvise(p, bytes, MADV_HUGEPAGE);
+    (void)madvise(p, bytes, MADV_POPULATE_WRITE); /* kernels before 5.14: pages fault in on first read */
+    return p;
+}
+
 static int worker_setup_gpu(zs_load_worker_t *wk, zs_err_t *err) {
     zs_load_t *ld = wk->ld;
     int rc = zs_gpu_set_device(ld->opts.device.index, err);
     if (rc == ZS_OK) rc = zs_gpu_stream_create(&wk->stream, err);
-    for (int s = 0; s < ZS_SLOTS_PER_THREAD && rc == ZS_OK; s++) {
+    for (int s = 0; s < wk->nslots && rc == ZS_OK; s++) {
         wk->slot[s] = load_map(wk->slot_bytes);
         if (wk->slot[s] == NULL) {
             rc = zs_err_set(err, ZS_ENOMEM, "staging buffer of %zu bytes", wk->slot_bytes);
@@ -147,7 +150,7 @@ static int worker_setup_gpu(zs_load_worker_t *wk, zs_err_t *err) {
 }
 
 static void worker_teardown(zs_load_worker_t *wk) {
-    for (int s = 0; s < ZS_SLOTS_PER_THREAD; s++) {
+    for (int s = 0; s < ZS_MAX_SLOTS; s++) {
         zs_gpu_event_destroy(wk->ev[s]);
         if (wk->slot[s] != NULL) {
             if (wk->ld->opts.device.kind == ZS_DEV_CUDA) zs_gpu_host_unregister(wk->slot[s]);
@@ -160,25 +163,33 @@ static void worker_teardown(zs_load_worker_t *wk) {
     wk->stream = NULL;
 }
 
+/* Waits for the copy out of slot s and marks its chunk resident. */
+static int worker_retire_slot(zs_load_worker_t *wk, int s, zs_err_t *err) {
+    if (!wk->slot_busy[s]) return ZS_OK;
+    int rc = zs_gpu_event_sync(wk->ev[s], err);
+    if (rc != ZS_OK) return rc;
+    wk->slot_busy[s] = 0;
+    load_chunk_resident(wk->ld, wk->slot_chunk[s]);
+    return ZS_OK;
+}
+
 /* One chunk to the GPU through staging slot s. */
-static int worker_chunk_gpu(zs_load_worker_t *wk, size_t ci, int s, int *slot_busy, zs_err_t *err) {
+static int worker_chunk_gpu(zs_load_worker_t *wk, size_t ci, int s, zs_err_t *err) {
     zs_load_t *ld = wk->ld;
     const zs_chunk_t *c = &ld->plan.chunks[ci];
-    if (slot_busy[s]) {
-        int rc = zs_gpu_event_sync(wk->ev[s], err);
-        if (rc != ZS_OK) return rc;
-        slot_busy[s] = 0;
-    }
+    int rc = worker_retire_slot(wk, s, err);
+    if (rc != ZS_OK) return rc;
     void *data;
     int direct;
-    int rc = zs_io_read(&ld->files[c->file], ld->io_mode, c->src, c->len, NULL, wk->slot[s], &data,
-                        &direct, err);
+    rc = zs_io_read(&ld->files[c->file], ld->io_mode, c->src, c->len, NULL, wk->slot[s], &data, &direct, err);
     if (rc != ZS_OK) return rc;
     load_progress(ld, c->len, direct);
     rc = zs_gpu_memcpy_h2d_async((char *)ld->w->base + c->dst, data, c->len, wk->stream, err);
-    if (rc == ZS_OK) rc = zs_gpu_launch_host_func(wk->stream, load_chunk_resident_cb, &ld->done_ctx[ci], err);
     if (rc == ZS_OK) rc = zs_gpu_event_record(wk->ev[s], wk->stream, err);
-    if (rc == ZS_OK) slot_busy[s] = 1;
+    if (rc == ZS_OK) {
+        wk->slot_busy[s] = 1;
+        wk->slot_chunk[s] = ci;
+    }
     return rc;
 }
 
@@ -199,7 +210,7 @@ static void *worker_main(void *arg) {
     zs_load_t *ld = wk->ld;
     zs_err_t err = {0};
     int gpu = ld->opts.device.kind == ZS_DEV_CUDA;
-    int rc = ZS_OK, slot_busy[ZS_SLOTS_PER_THREAD] = {0}, s = 0;
+    int rc = ZS_OK, s = 0;
     if (gpu) {
         rc = worker_setup_gpu(wk, &err);
     } else {
@@ -210,8 +221,8 @@ static void *worker_main(void *arg) {
         size_t ci = atomic_fetch_add(&ld->next_chunk, 1);
         if (ci >= ld->plan.nchunks) break;
         if (gpu) {
-            rc = worker_chunk_gpu(wk, ci, s, slot_busy, &err);
-            s = (s + 1) % ZS_SLOTS_PER_THREAD;
+            rc = worker_chunk_gpu(wk, ci, s, &err);
+            s = (s + 1) % wk->nslots;
         } else {
             rc = worker_chunk_host(wk, ci, &err);
         }
@@ -220,6 +231,8 @@ static void *worker_main(void *arg) {
     if (gpu && wk->stream != NULL) {
         zs_err_t serr = {0};
         int src = zs_gpu_stream_sync(wk->stream, &serr);
+        for (int k = 0; k < wk->nslots && src == ZS_OK && rc == ZS_OK; k++)
+            src = worker_retire_slot(wk, (s + k) % wk->nslots, &serr);
         if (rc == ZS_OK && src != ZS_OK) {
             rc = src;
             err = serr;
@@ -248,7 +261,6 @@ static void load_free(zs_load_t *ld) {
         for (uint32_t i = 0; i < ld->ck->nfiles; i++)
             if (ld->files[i].path != NULL) zs_io_close(&ld->files[i]);
     free(ld->files);
-    free(ld->done_ctx);
     free((void *)ld->tensor_left);
     free(ld->layer_left);
     free(ld->threads);
@@ -280,12 +292,15 @@ static int load_size_staging(zs_load_t *ld, zs_err_t *err) {
         return zs_err_set(err, ZS_EINVAL, "chunk size %zu must be a multiple of 4096 up to 1 GiB",
                           o->chunk_bytes);
     if (o->staging_bytes == 0) o->staging_bytes = ZS_DEFAULT_STAGING;
+    if (o->staging_slots == 0) o->staging_slots = ZS_DEFAULT_SLOTS;
+    if (o->staging_slots < 1 || o->staging_slots > ZS_MAX_SLOTS)
+        return zs_err_set(err, ZS_EINVAL, "staging slots %d out of range 1..%d", o->staging_slots, ZS_MAX_SLOTS);
     if (o->device.kind == ZS_DEV_CUDA) {
-        size_t per_thread = ZS_SLOTS_PER_THREAD * zs_io_scratch_bytes(o->chunk_bytes);
+        size_t per_thread = (size_t)o->staging_slots * zs_io_scratch_bytes(o->chunk_bytes);
         if (per_thread > o->staging_bytes)
             return zs_err_set(err, ZS_EINVAL,
-                              "staging %zu bytes cannot hold two %zu-byte chunks; raise staging or lower the chunk size",
-                              o->staging_bytes, o->chunk_bytes);
+                              "staging %zu bytes cannot hold %d %zu-byte chunks; raise staging or lower the chunk size",
+                              o->staging_bytes, o->staging_slots, o->chunk_bytes);
         if ((size_t)o->threads * per_thread > o->staging_bytes)
             o->threads = (int)(o->staging_bytes / per_thread);
     }
@@ -299,17 +314,15 @@ static int load_setup(zs_load_t *ld, zs_err_t *err) {
     zs_weights_t *w = calloc(1, sizeof *w);
     ld->w = w;
     ld->files = calloc(ck->nfiles ? ck->nfiles : 1, sizeof *ld->files);
-    ld->done_ctx = calloc(ld->plan.nchunks + 1, sizeof *ld->done_ctx);
     ld->tensor_left = calloc(ck->ntensors + 1, sizeof *ld->tensor_left);
     ld->layer_left = calloc((size_t)ck->nlayers + 1, sizeof *ld->layer_left);
-    if (w == NULL || ld->files == NULL || ld->done_ctx == NULL || ld->tensor_left == NULL ||
+    if (w == NULL || ld->files == NULL || ld->tensor_left == NULL ||
         ld->layer_left == NULL || (w->tensors = calloc(ck->ntensors + 1, sizeof *w->tensors)) == NULL)
         return zs_err_set(err, ZS_ENOMEM, "%s: out of memory for the loader", ck->dir);
     w->ckpt = ck;
     w->device = ld->opts.device;
     w->ntensors = ck->ntensors;
     w->bytes = ld->plan.alloc_bytes;
-    for (size_t i = 0; i < ld->plan.nchunks; i++) ld->done_ctx[i] = (zs_chunk_done_t){ld, i};
     for (size_t i = 0; i < ck->ntensors; i++) {
         ld->tensor_left[i] = ck->tensors[i].nbytes;
         if (ck->tensors[i].nbytes > 0) ld->layer_left[ck->tensors[i].layer + 1]++;
@@ -326,7 +339,7 @@ static int load_setup(zs_load_t *ld, zs_err_t *err) {
         if (rc == ZS_OK) rc = zs_gpu_malloc(&w->base, w->bytes, err);
         if (rc != ZS_OK) return rc;
     } else {
-        w->base = load_map(w->bytes);
+        w->base = load_map_populated(w->bytes);
         if (w->base == NULL)
             return zs_err_set(err, ZS_ENOMEM, "%s: cannot allocate %llu bytes of host memory",
                               ck->dir, (unsigned long long)w->bytes);
@@ -343,7 +356,7 @@ static int load_start_threads(zs_load_t *ld, zs_err_t *err) {
     if (ld->threads == NULL || ld->workers == NULL)
         return zs_err_set(err, ZS_ENOMEM, "out of memory for %d loader threads", n);
     for (int i = 0; i < n; i++) {
-        ld->workers[i] = (zs_load_worker_t){.ld = ld, .id = i,
+        ld->workers[i] = (zs_load_worker_t){.ld = ld, .id = i, .nslots = ld->opts.staging_slots,
                                             .slot_bytes = zs_io_scratch_bytes(ld->opts.chunk_bytes)};
         pthread_mutex_lock(&ld->mu);
         ld->threads_running++;
@@ -443,7 +456,7 @@ int zs_load_finish(zs_load_t *ld, zs_weights_t **out, zs_err_t *err) {
         s->threads = ld->nthreads;
         s->chunk_bytes = ld->opts.chunk_bytes;
         s->staging_bytes = ld->opts.device.kind == ZS_DEV_CUDA
-                               ? (size_t)ld->nthreads * ZS_SLOTS_PER_THREAD * zs_io_scratch_bytes(ld->opts.chunk_bytes)
+                               ? (size_t)ld->nthreads * (size_t)ld->opts.staging_slots * zs_io_scratch_bytes(ld->opts.chunk_bytes)
                                : 0;
         double t_res = ld->t_resident > 0 ? ld->t_resident : zs_now();
         double t_start = ld->t_begin + s->setup_s;

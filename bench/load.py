@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Weights-to-GPU benchmark (issue: weights at the speed of the hardware).
+
+Each loader runs in a fresh process, in two states: "warm" (checkpoint files pre-read into the
+page cache) and "cold" (page cache dropped with `sync; echo 3 > /proc/sys/vm/drop_caches`).
+For each run: seconds from process start to weights resident on the GPU (process_s, from the
+driver's monotonic clock before the spawn to the child's report after synchronising) and the
+load's own seconds and GB/s (load_s: from the call that starts loading to resident; for
+zerostart the load after CUDA set-up). In the same run it measures the ceilings: raw disk
+read (O_DIRECT), page-cache read (best over thread counts and chunk sizes) and pinned
+host->device copies.
+
+    python3 bench/load.py --zerostart build/dev/zerostart --model /tmp/m8b --out load.json
+"""
+import argparse
+import datetime
+import glob
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def drop_caches():
+    subprocess.run(["sync"], check=True)
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+def warm_files(files):
+    for f in files:
+        with open(f, "rb") as fh:
+            while fh.read(64 << 20):
+                pass
+
+
+def run_child(cmd, env=None):
+    t0 = time.monotonic()
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} {' '.join(cmd[1:3])} failed: {r.stderr[-2000:]}")
+    line = [l for l in r.stdout.splitlines() if l.startswith("{")][-1]
+    rep = json.loads(line)
+    rep["process_s"] = rep["resident_mono"] - t0
+    return rep
+
+
+def zerostart_cmd(args):
+    return [args.zerostart, "load", args.model, "--device", "cuda:0", "--json"]
+
+
+def peer_cmd(script, args):
+    return [sys.executable, os.path.join(HERE, "peers", script), args.model]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--zerostart", required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--device-name", default="")
+    ap.add_argument("--peers", default="safetensors,transformers,fastsafetensors,runai-model-streamer")
+    ap.add_argument("--zs-reps", type=int, default=3)
+    ap.add_argument("--states", default="warm,cold")
+    args = ap.parse_args()
+    files = sorted(glob.glob(os.path.join(args.model, "*.safetensors")))
+    peers = {"safetensors": "safetensors_load.py", "transformers": "transformers_load.py",
+             "fastsafetensors": "fastsafetensors_load.py", "runai-model-streamer": "runai_load.py"}
+    result = {"device": args.device_name, "date": datetime.date.today().isoformat(),
+              "command": " ".join(sys.argv), "model_bytes": None, "ceilings": {}, "loaders": [],
+              "runs": [], "errors": []}
+
+    # Ceilings, measured in this run.
+    log("ceiling: disk (O_DIRECT, cold)")
+    drop_caches()
+    disk = json.loads(subprocess.run([args.zerostart, "probe", "--disk", "--threads", "16,32", "--chunk", "4M,16M", *files],
+                                     capture_output=True, text=True, check=True).stdout)
+    log("ceiling: page cache")
+    warm_files(files)
+    cache = json.loads(subprocess.run([args.zerostart, "probe", "--cache", "--threads", "8,16,32",
+                                       "--chunk", "1M,4M,16M,64M", "--h2d", "4G", *files],
+                                      capture_output=True, text=True, check=True).stdout)
+    result["ceilings"] = {"disk_gbps": disk["disk"]["gbps"], "pagecache_gbps": cache["pagecache"]["gbps"],
+                          "h2d_pinned_gbps": cache["h2d_pinned"]["gbps"],
+                          "detail": {"disk": disk["disk"], "pagecache": cache["pagecache"], "h2d": cache["h2d_pinned"]}}
+    log("ceilings:", json.dumps(result["ceilings"]))
+
+    loaders = [("zerostart", None)] + [(p, peers[p]) for p in args.peers.split(",") if p]
+    for state in args.states.split(","):
+        for name, script in loaders:
+            reps = args.zs_reps if name == "zerostart" else 1
+            runs = []
+            for rep in range(reps):
+                if state == "cold":
+                    drop_caches()
+                else:
+                    warm_files(files)
+                try:
+                    r = run_child(zerostart_cmd(args) if script is None else peer_cmd(script, args))
+                except Exception as e:  # a peer that fails is recorded, not fatal
+                    log(f"{name} {state}: {e}")
+                    result["errors"].append({"name": name, "state": state, "error": str(e)[-1500:]})
+                    break
+                r.update(name=name, state=state, rep=rep)
+                runs.append(r)
+                result["runs"].append(r)
+                log(f"{name:22s} {state}: process {r['process_s']:.3f} s, load {r['load_s']:.3f} s, "
+                    f"{r['bytes'] / r['load_s'] / 1e9:.2f} GB/s")
+                if name == "zerostart":
+                    result["model_bytes"] = r["bytes"]
+            if runs:
+                best = sorted(runs, key=lambda x: x["process_s"])[len(runs) // 2]  # median run
+                result["loaders"].append({"name": name, "state": state, "process_s": round(best["process_s"], 4),
+                                          "load_s": round(best["load_s"], 4),
+                                          "gbps": round(best["bytes"] / best["load_s"] / 1e9, 3),
+                                          "reps": len(runs)})
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+    c = result["ceilings"]
+    print(f"ceilings: disk {c['disk_gbps']:.2f} GB/s, page cache {c['pagecache_gbps']:.2f} GB/s, "
+          f"pinned H2D {c['h2d_pinned_gbps']:.2f} GB/s; model {result['model_bytes'] / 1e9:.2f} GB")
+    print(f"{'loader':22s} {'state':5s} {'process_s':>9s} {'load_s':>8s} {'GB/s':>7s}")
+    for l in result["loaders"]:
+        print(f"{l['name']:22s} {l['state']:5s} {l['process_s']:9.3f} {l['load_s']:8.3f} {l['gbps']:7.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# GPU tests (`make test-gpu`, on a machine with a CUDA GPU): the C GPU loader tests on a
+# small synthetic model, and `zerostart load --verify` on cuda through the CLI. The binaries
+# come from the build folder of ZS_BIN (default build/rel), built by `make test-gpu`.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+BIN=${ZS_BIN:-build/rel/zerostart}
+REL=$(dirname "$BIN")
+MODEL=${ZS_GPU_TEST_MODEL:-/tmp/zs-gpu-test-model}
+passed=0; failed=0
+check() { local name=$1; shift; if "$@"; then echo "ok $name"; passed=$((passed+1)); else echo "not ok $name"; failed=$((failed+1)); fi; }
+
+bad_device() { local out; out=$("$BIN" load "$MODEL" --device cuda:42 2>&1) && return 1; grep -q 'cuda:42' <<<"$out"; }
+
+"$BIN" synth "$MODEL" --shape small --seed 3 >/dev/null || exit 1
+check test_gpu_loader "$REL/test_gpu_loader" "$MODEL"
+check cli_load_verify_cuda "$BIN" load "$MODEL" --device cuda:0 --verify
+check cli_load_verify_cpu "$BIN" load "$MODEL" --device cpu --verify
+check cli_bad_device bad_device
+echo "gpu tests: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
