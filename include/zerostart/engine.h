@@ -1,0 +1,85 @@
+/* zerostart generation engine: a Llama-family model (see model.h) on a compute backend,
+ * with a paged KV cache shared by many sequences. Callers create sequences, append tokens
+ * to them in forward steps (prefill: many tokens of one sequence; decode: one token for each
+ * of many sequences; any mix works) and get logits back in host memory; sampling is
+ * separate (sampling.h). Not thread-safe: one caller drives an engine. See docs/engine.md. */
+#ifndef ZEROSTART_ENGINE_H
+#define ZEROSTART_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "zerostart/ckpt.h"
+#include "zerostart/err.h"
+#include "zerostart/kv_cache.h"
+#include "zerostart/load.h"
+#include "zerostart/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum zs_backend_kind { ZS_BACKEND_CPU = 0, ZS_BACKEND_CUDA = 1 } zs_backend_kind_t;
+
+typedef struct zs_engine_opts {
+    zs_backend_kind_t backend;
+    int threads;                  /* CPU backend threads; 0 = all online CPUs */
+    uint32_t kv_blocks;           /* KV capacity in blocks; 0: derive from kv_bytes */
+    size_t kv_bytes;              /* KV capacity in bytes when kv_blocks == 0; 0 = 64 MiB */
+    int32_t block_size;           /* positions per KV block; 0 = 16 */
+    int32_t max_step_tokens;      /* tokens per forward step; longer inputs are split into
+                                     several steps (chunked prefill); 0 = 256 */
+} zs_engine_opts_t;
+
+void zs_engine_opts_default(zs_engine_opts_t *o);
+
+typedef struct zs_engine zs_engine_t;
+
+/* Builds an engine over loaded weights (their device must match the backend: CPU weights
+ * for the CPU backend). Parses ck->config_json and checks every tensor against it. ck and w
+ * must outlive the engine. */
+int zs_engine_create(const zs_ckpt_t *ck, const zs_weights_t *w, const zs_engine_opts_t *opts,
+                     zs_engine_t **out, zs_err_t *err);
+/* Same from config.json text and a tensor lookup (weights already on weights_device). */
+int zs_engine_create_from(const char *config_json, size_t len, zs_wlookup_fn lookup, void *ctx,
+                          zs_device_kind_t weights_device, const zs_engine_opts_t *opts,
+                          zs_engine_t **out, zs_err_t *err);
+void zs_engine_free(zs_engine_t *e);
+
+const zs_model_config_t *zs_engine_config(const zs_engine_t *e);
+const zs_kv_cache_t *zs_engine_kv(const zs_engine_t *e);
+
+/* --- sequences (ids are small non-negative integers, reused after free) --------------- */
+int zs_engine_seq_new(zs_engine_t *e, int32_t *seq, zs_err_t *err);
+/* New sequence sharing src's full KV blocks (a block-aligned prefix of src): its length is
+ * src's length rounded down to the block size; the caller appends the rest of the prompt. */
+int zs_engine_seq_fork(zs_engine_t *e, int32_t src, int32_t *dst, zs_err_t *err);
+int zs_engine_seq_free(zs_engine_t *e, int32_t seq, zs_err_t *err);
+/* Positions held by seq, or -1 for an invalid id. */
+int64_t zs_engine_seq_len(const zs_engine_t *e, int32_t seq);
+
+/* --- forward ---------------------------------------------------------------------------- */
+typedef struct zs_engine_item {
+    int32_t seq;
+    const int32_t *ids;           /* tokens appended to seq */
+    int32_t n;                    /* >= 1 */
+} zs_engine_item_t;
+
+/* Runs every item's tokens through the model (each sequence at most once per call). logits
+ * (may be NULL) receives vocab floats per item for the item's last token, or, with
+ * all_positions, per token of every item in order. Token ids are validated (outside the
+ * vocabulary -> ZS_ERANGE naming the id); KV blocks are reserved up front (ZS_EBUSY when
+ * the cache is full: nothing was computed, sequences keep their length). */
+int zs_engine_forward(zs_engine_t *e, const zs_engine_item_t *items, int32_t nitems,
+                      float *logits, int all_positions, zs_err_t *err);
+/* One sequence, n tokens; logits (vocab floats, may be NULL) for the last one. */
+int zs_engine_prefill(zs_engine_t *e, int32_t seq, const int32_t *ids, int32_t n, float *logits,
+                      zs_err_t *err);
+/* One token for each of nseq sequences; logits: nseq * vocab floats (may be NULL). */
+int zs_engine_decode(zs_engine_t *e, int32_t nseq, const int32_t *seqs, const int32_t *ids,
+                     float *logits, zs_err_t *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,102 @@
+/* Compute backend interface of the engine: the few ops a Llama-family forward pass needs,
+ * plus memory management on the backend. The model code (model.c) only calls through this
+ * vtable, so the same forward pass runs on the CPU backend (cpu_*.c) and, later, a CUDA one.
+ *
+ * Conventions every backend implements:
+ *  - Pointers named "backend memory" come from ops->alloc (or, for weights, from the loader's
+ *    allocation on the same device); the model never dereferences them.
+ *  - Activations are float32, row-major [rows, dim], densely packed.
+ *  - Weights (zs_bweight_t) keep their file dtype (F32, F16 or BF16) and are converted on the
+ *    fly; a matrix is [rows = out_features, cols = in_features] like torch Linear.
+ *  - begin_batch hands the backend the host-side description of one forward step (token ids,
+ *    positions, cache slots, block tables); ops that need per-token data (embed, rope,
+ *    kv_store, attention) read it from there. A device backend copies it over once per step.
+ *  - Ops run in call order; `sync` waits for all of them. Host-visible results only come out
+ *    through `download`. Every op returns 0 or a negative zs_status and fills err. */
+#ifndef ZS_ENGINE_BACKEND_H
+#define ZS_ENGINE_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "zerostart/ckpt.h"
+#include "zerostart/err.h"
+#include "zerostart/kv_cache.h"
+#include "zerostart/load.h"
+
+typedef struct zs_bweight {
+    const void *data;          /* backend memory; NULL = absent (e.g. no bias) */
+    zs_dtype_t dtype;          /* ZS_F32, ZS_F16, ZS_BF16 */
+    int64_t rows, cols;        /* 1-D vectors: rows = 1 */
+} zs_bweight_t;
+
+/* One forward step over ntok tokens drawn from nseq sequences (host memory, valid until the
+ * next begin_batch). Tokens of the same sequence appear in increasing position order. */
+typedef struct zs_fwd_batch {
+    int32_t ntok, nseq;
+    const int32_t *tok_ids;    /* [ntok] token ids (validated < vocab) */
+    const int32_t *tok_pos;    /* [ntok] position of the token in its sequence */
+    const int32_t *tok_seq;    /* [ntok] index into the seq_* arrays */
+    const int32_t *tok_slot;   /* [ntok] KV slot (block * block_size + offset) it writes */
+    const int32_t *const *seq_blocks; /* [nseq] block tables */
+    const int32_t *seq_nblocks;       /* [nseq] their lengths */
+} zs_fwd_batch_t;
+
+typedef struct zs_backend zs_backend_t;
+
+typedef struct zs_backend_ops {
+    const char *name;
+    void (*destroy)(zs_backend_t *b);
+
+    /* --- memory ---------------------------------------------------------------------- */
+    void *(*alloc)(zs_backend_t *b, size_t bytes, zs_err_t *err);   /* 64-byte aligned */
+    void (*free)(zs_backend_t *b, void *p);
+    int (*upload)(zs_backend_t *b, void *dst, const void *src_host, size_t bytes, zs_err_t *err);
+    int (*download)(zs_backend_t *b, void *dst_host, const void *src, size_t bytes,
+                    zs_err_t *err);
+    int (*sync)(zs_backend_t *b, zs_err_t *err);
+
+    /* --- one forward step -------------------------------------------------------------- */
+    int (*begin_batch)(zs_backend_t *b, const zs_fwd_batch_t *batch, zs_err_t *err);
+    /* x[t, :] = table[tok_ids[t], :] for every batch token. */
+    int (*embed)(zs_backend_t *b, float *x, const zs_bweight_t *table, zs_err_t *err);
+    /* y[n, w.rows] = x[n, w.cols] @ w^T (+ bias). y and x do not overlap. */
+    int (*matmul)(zs_backend_t *b, float *y, const float *x, int32_t n, const zs_bweight_t *w,
+                  const zs_bweight_t *bias, zs_err_t *err);
+    /* y[i, :] = x[i, :] / sqrt(mean(x[i, :]^2) + eps) * w, for n rows of dim; y may equal x. */
+    int (*rmsnorm)(zs_backend_t *b, float *y, const float *x, int32_t n, int32_t dim,
+                   const zs_bweight_t *w, float eps, zs_err_t *err);
+    /* In-place rotary embedding (rotate-half convention) of x[ntok, nheads, head_dim] at the
+     * batch positions; inv_freq is backend memory of head_dim/2 floats; cos and sin are
+     * multiplied by attn_factor. */
+    int (*rope)(zs_backend_t *b, float *x, int32_t nheads, int32_t head_dim,
+                const float *inv_freq, float attn_factor, zs_err_t *err);
+    /* Writes k, v ([ntok, nkv_heads, head_dim]) of `layer` into the pool at tok_slot. */
+    int (*kv_store)(zs_backend_t *b, void *pool, const zs_kv_layout_t *l, int32_t layer,
+                    const float *k, const float *v, zs_err_t *err);
+    /* out[t, h, :] = softmax(q[t, h, :] . K[j] * scale) V[j] over the positions j of token t's
+     * sequence with j <= pos(t) (and j > pos(t) - window when window > 0), reading K/V of
+     * `layer` through the sequence's block table. Query head h uses kv head
+     * h / (nheads / nkv_heads). */
+    int (*attention)(zs_backend_t *b, float *out, const float *q, const void *pool,
+                     const zs_kv_layout_t *l, int32_t layer, int32_t nheads, int32_t window,
+                     float scale, zs_err_t *err);
+    /* y[i] = silu(gate[i]) * up[i]; y may equal gate. */
+    int (*silu_mul)(zs_backend_t *b, float *y, const float *gate, const float *up, size_t n,
+                    zs_err_t *err);
+    /* y[i] += x[i] */
+    int (*add)(zs_backend_t *b, float *y, const float *x, size_t n, zs_err_t *err);
+    /* y[i, :] = x[rows[i], :] (rows: host array of nrows indices) */
+    int (*gather_rows)(zs_backend_t *b, float *y, const float *x, const int32_t *rows,
+                       int32_t nrows, int32_t dim, zs_err_t *err);
+} zs_backend_ops_t;
+
+struct zs_backend {
+    const zs_backend_ops_t *ops;
+    zs_device_kind_t device;   /* where its memory lives; weights must be on the same device */
+};
+
+/* CPU backend: threads = 0 picks the number of online CPUs (capped at 64). */
+int zs_cpu_backend_create(int threads, zs_backend_t **out, zs_err_t *err);
+
+#endif

@@ -1,0 +1,356 @@
+/* Generation engine: owns the backend, the model's forward state, the paged KV cache and
+ * the sequences; validates forward requests (sequence ids, token ids, positions), reserves
+ * KV blocks, splits requests into steps of at most max_step_tokens tokens and describes each
+ * step (positions, KV slots, block tables) for the backend. */
+#include "zerostart/engine.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/backend.h"
+#include "engine/forward.h"
+
+typedef struct {
+    zs_kv_seq_t kv;
+    int used;
+    uint64_t stamp;            /* last forward call that listed it (duplicate check) */
+    int64_t base;              /* ntokens at the start of the current call */
+} seq_entry_t;
+
+struct zs_engine {
+    zs_model_config_t cfg;
+    zs_backend_t *be;
+    zs_model_t model;
+    int model_ready;
+    zs_kv_layout_t layout;
+    zs_kv_cache_t kv;
+    int kv_ready;
+    void *pool;
+    seq_entry_t *seqs;
+    int32_t nseqs, cap_seqs;
+    uint64_t stamp;
+    int32_t T;
+    /* per-step host metadata, T entries each */
+    int32_t *ids, *pos, *tseq, *slot, *nblocks, *rows, *seq_of_local;
+    const int32_t **blocks;
+};
+
+void zs_engine_opts_default(zs_engine_opts_t *o) {
+    memset(o, 0, sizeof *o);
+    o->backend = ZS_BACKEND_CPU;
+}
+
+const zs_model_config_t *zs_engine_config(const zs_engine_t *e) { return &e->cfg; }
+const zs_kv_cache_t *zs_engine_kv(const zs_engine_t *e) { return &e->kv; }
+
+void zs_engine_free(zs_engine_t *e) {
+    if (e == NULL) return;
+    if (e->kv_ready) {
+        for (int32_t i = 0; i < e->nseqs; i++)
+            if (e->seqs[i].used) zs_kv_seq_release(&e->kv, &e->seqs[i].kv);
+        zs_kv_cache_destroy(&e->kv);
+    }
+    free(e->seqs);
+    if (e->model_ready) zs_model_destroy(&e->model);
+    if (e->be) {
+        if (e->pool) e->be->ops->free(e->be, e->pool);
+        e->be->ops->destroy(e->be);
+    }
+    free(e->ids);
+    free(e->pos);
+    free(e->tseq);
+    free(e->slot);
+    free(e->nblocks);
+    free(e->rows);
+    free(e->seq_of_local);
+    free(e->blocks);
+    free(e);
+}
+
+int zs_engine_create_from(const char *config_json, size_t len, zs_wlookup_fn lookup, void *ctx,
+                          zs_device_kind_t weights_device, const zs_engine_opts_t *opts,
+                          zs_engine_t **out, zs_err_t *err) {
+    *out = NULL;
+    zs_engine_opts_t o;
+    if (opts) o = *opts;
+    else zs_engine_opts_default(&o);
+    if (o.block_size == 0) o.block_size = 16;
+    if (o.max_step_tokens == 0) o.max_step_tokens = 256;
+    if (o.kv_blocks == 0 && o.kv_bytes == 0) o.kv_bytes = (size_t)64 << 20;
+    if (o.block_size < 1 || o.block_size > 1024)
+        return zs_err_set(err, ZS_EINVAL, "engine: block_size %d outside [1, 1024]", o.block_size);
+    if (o.max_step_tokens < 1 || o.max_step_tokens > 65536)
+        return zs_err_set(err, ZS_EINVAL, "engine: max_step_tokens %d outside [1, 65536]",
+                          o.max_step_tokens);
+
+    zs_engine_t *e = calloc(1, sizeof *e);
+    if (e == NULL) return zs_err_set(err, ZS_ENOMEM, "engine: out of memory");
+    int rc;
+    if ((rc = zs_model_config_parse(config_json, len, &e->cfg, err))) goto fail;
+    if ((rc = zs_model_check_weights(&e->cfg, lookup, ctx, err))) goto fail;
+
+    switch (o.backend) {
+    case ZS_BACKEND_CPU:
+        if (weights_device != ZS_DEV_CPU) {
+            rc = zs_err_set(err, ZS_EINVAL, "engine: the CPU backend needs weights loaded on the CPU");
+            goto fail;
+        }
+        if ((rc = zs_cpu_backend_create(o.threads, &e->be, err))) goto fail;
+        break;
+    case ZS_BACKEND_CUDA:
+        rc = zs_err_set(err, ZS_EUNSUPPORTED, "engine: the CUDA backend is not implemented yet");
+        goto fail;
+    default:
+        rc = zs_err_set(err, ZS_EINVAL, "engine: unknown backend %d", (int)o.backend);
+        goto fail;
+    }
+
+    e->T = o.max_step_tokens;
+    if ((rc = zs_model_init(&e->model, &e->cfg, e->be, lookup, ctx, e->T, err))) goto fail;
+    e->model_ready = 1;
+
+    if ((rc = zs_kv_layout_init(&e->layout, e->cfg.nlayers, e->cfg.nkv_heads, e->cfg.head_dim,
+                                o.block_size, ZS_F32, err)))
+        goto fail;
+    uint64_t nblocks = o.kv_blocks ? o.kv_blocks : o.kv_bytes / e->layout.block_bytes;
+    if (nblocks < 1) {
+        rc = zs_err_set(err, ZS_EINVAL,
+                        "engine: KV capacity of %zu bytes holds no block (%zu bytes each)",
+                        o.kv_bytes, e->layout.block_bytes);
+        goto fail;
+    }
+    if (nblocks > (uint64_t)INT32_MAX / 4096u || nblocks > SIZE_MAX / e->layout.block_bytes) {
+        rc = zs_err_set(err, ZS_ERANGE, "engine: %llu KV blocks is too many",
+                        (unsigned long long)nblocks);
+        goto fail;
+    }
+    e->pool = e->be->ops->alloc(e->be, (size_t)nblocks * e->layout.block_bytes, err);
+    if (e->pool == NULL) {
+        rc = err && err->code ? err->code : ZS_ENOMEM;
+        goto fail;
+    }
+    if ((rc = zs_kv_cache_init(&e->kv, &e->layout, (uint32_t)nblocks, e->pool, err))) goto fail;
+    e->kv_ready = 1;
+
+    size_t T = (size_t)e->T;
+    e->ids = malloc(T * sizeof(int32_t));
+    e->pos = malloc(T * sizeof(int32_t));
+    e->tseq = malloc(T * sizeof(int32_t));
+    e->slot = malloc(T * sizeof(int32_t));
+    e->nblocks = malloc(T * sizeof(int32_t));
+    e->rows = malloc(T * sizeof(int32_t));
+    e->seq_of_local = malloc(T * sizeof(int32_t));
+    e->blocks = malloc(T * sizeof(*e->blocks));
+    if (!e->ids || !e->pos || !e->tseq || !e->slot || !e->nblocks || !e->rows ||
+        !e->seq_of_local || !e->blocks) {
+        rc = zs_err_set(err, ZS_ENOMEM, "engine: out of memory for step metadata");
+        goto fail;
+    }
+    *out = e;
+    return 0;
+fail:
+    zs_engine_free(e);
+    return rc;
+}
+
+static int weights_lookup(void *ctx, const char *name, zs_wref_t *out) {
+    const zs_tensor_t *t = zs_weights_find((const zs_weights_t *)ctx, name);
+    if (t == NULL || t->info == NULL) return 1;
+    out->data = t->data;
+    out->dtype = t->info->dtype;
+    out->ndim = t->info->ndim;
+    memcpy(out->shape, t->info->shape, sizeof out->shape);
+    return 0;
+}
+
+int zs_engine_create(const zs_ckpt_t *ck, const zs_weights_t *w, const zs_engine_opts_t *opts,
+                     zs_engine_t **out, zs_err_t *err) {
+    *out = NULL;
+    if (ck == NULL || w == NULL)
+        return zs_err_set(err, ZS_EINVAL, "engine: NULL checkpoint or weights");
+    if (ck->config_json == NULL)
+        return zs_err_set(err, ZS_ENOENT, "engine: %s has no config.json",
+                          ck->dir ? ck->dir : "checkpoint");
+    return zs_engine_create_from(ck->config_json, strlen(ck->config_json), weights_lookup,
+                                 (void *)w, w->device.kind, opts, out, err);
+}
+
+/* --- sequences ---------------------------------------------------------------------------- */
+
+static seq_entry_t *get_seq(const zs_engine_t *e, int32_t seq) {
+    if (seq < 0 || seq >= e->nseqs || !e->seqs[seq].used) return NULL;
+    return &e->seqs[seq];
+}
+
+int zs_engine_seq_new(zs_engine_t *e, int32_t *seq, zs_err_t *err) {
+    int32_t id = -1;
+    for (int32_t i = 0; i < e->nseqs; i++)
+        if (!e->seqs[i].used) {
+            id = i;
+            break;
+        }
+    if (id < 0) {
+        if (e->nseqs == e->cap_seqs) {
+            if (e->cap_seqs >= (1 << 24))
+                return zs_err_set(err, ZS_ERANGE, "engine: too many sequences");
+            int32_t cap = e->cap_seqs ? e->cap_seqs * 2 : 16;
+            seq_entry_t *ns = realloc(e->seqs, (size_t)cap * sizeof *ns);
+            if (ns == NULL) return zs_err_set(err, ZS_ENOMEM, "engine: out of memory for sequences");
+            e->seqs = ns;
+            e->cap_seqs = cap;
+        }
+        id = e->nseqs++;
+    }
+    memset(&e->seqs[id], 0, sizeof e->seqs[id]);
+    zs_kv_seq_init(&e->seqs[id].kv);
+    e->seqs[id].used = 1;
+    *seq = id;
+    return 0;
+}
+
+int zs_engine_seq_fork(zs_engine_t *e, int32_t src, int32_t *dst, zs_err_t *err) {
+    if (get_seq(e, src) == NULL)
+        return zs_err_set(err, ZS_EINVAL, "engine: fork of unknown sequence %d", src);
+    int32_t d;
+    int rc = zs_engine_seq_new(e, &d, err);
+    if (rc) return rc;
+    /* e->seqs may have moved: look both up again */
+    if ((rc = zs_kv_seq_fork(&e->kv, &e->seqs[d].kv, &e->seqs[src].kv, err))) {
+        e->seqs[d].used = 0;
+        return rc;
+    }
+    *dst = d;
+    return 0;
+}
+
+int zs_engine_seq_free(zs_engine_t *e, int32_t seq, zs_err_t *err) {
+    seq_entry_t *s = get_seq(e, seq);
+    if (s == NULL) return zs_err_set(err, ZS_EINVAL, "engine: free of unknown sequence %d", seq);
+    zs_kv_seq_release(&e->kv, &s->kv);
+    s->used = 0;
+    return 0;
+}
+
+int64_t zs_engine_seq_len(const zs_engine_t *e, int32_t seq) {
+    const seq_entry_t *s = get_seq(e, seq);
+    return s ? s->kv.ntokens : -1;
+}
+
+/* --- forward ------------------------------------------------------------------------------ */
+
+int zs_engine_forward(zs_engine_t *e, const zs_engine_item_t *items, int32_t nitems,
+                      float *logits, int all_positions, zs_err_t *err) {
+    if (nitems < 1 || items == NULL)
+        return zs_err_set(err, ZS_EINVAL, "engine: forward with no items");
+    const int32_t V = e->cfg.vocab;
+    uint64_t stamp = ++e->stamp;
+    for (int32_t i = 0; i < nitems; i++) {
+        const zs_engine_item_t *it = &items[i];
+        seq_entry_t *s = get_seq(e, it->seq);
+        if (s == NULL) return zs_err_set(err, ZS_EINVAL, "engine: unknown sequence %d", it->seq);
+        if (s->stamp == stamp)
+            return zs_err_set(err, ZS_EINVAL, "engine: sequence %d listed twice in one step",
+                              it->seq);
+        s->stamp = stamp;
+        if (it->n < 1 || it->ids == NULL)
+            return zs_err_set(err, ZS_EINVAL, "engine: sequence %d: no tokens", it->seq);
+        for (int32_t j = 0; j < it->n; j++)
+            if (it->ids[j] < 0 || it->ids[j] >= V)
+                return zs_err_set(err, ZS_ERANGE,
+                                  "engine: sequence %d: token id %d at index %d is outside the "
+                                  "vocabulary (%d)",
+                                  it->seq, it->ids[j], j, V);
+        if (s->kv.ntokens + it->n > e->cfg.max_pos)
+            return zs_err_set(err, ZS_ERANGE,
+                              "engine: sequence %d: %lld positions exceed "
+                              "max_position_embeddings (%lld)",
+                              it->seq, (long long)(s->kv.ntokens + it->n),
+                              (long long)e->cfg.max_pos);
+    }
+    /* reserve KV for everything first: ZS_EBUSY before any compute */
+    uint32_t need = 0;
+    for (int32_t i = 0; i < nitems; i++) {
+        seq_entry_t *s = &e->seqs[items[i].seq];
+        int64_t bs = e->layout.block_size;
+        int64_t want = (s->kv.ntokens + items[i].n + bs - 1) / bs;
+        if (want > s->kv.nblocks) need += (uint32_t)(want - s->kv.nblocks);
+    }
+    if (need > zs_kv_free_blocks(&e->kv))
+        return zs_err_set(err, ZS_EBUSY, "engine: KV cache full: step needs %u more blocks, %u free",
+                          need, zs_kv_free_blocks(&e->kv));
+    for (int32_t i = 0; i < nitems; i++) {
+        seq_entry_t *s = &e->seqs[items[i].seq];
+        int rc = zs_kv_seq_reserve(&e->kv, &s->kv, s->kv.ntokens + items[i].n, err);
+        if (rc) return rc;
+        s->base = s->kv.ntokens;
+    }
+
+    /* steps of at most T tokens, walking items in order */
+    int32_t item = 0, off = 0; /* cursor */
+    int64_t out_row = 0;       /* logits rows written so far */
+    while (item < nitems) {
+        int32_t ntok = 0, nseq = 0, nrows = 0;
+        int64_t first_out = out_row;
+        while (item < nitems && ntok < e->T) {
+            const zs_engine_item_t *it = &items[item];
+            seq_entry_t *s = &e->seqs[it->seq];
+            int32_t take = it->n - off;
+            if (take > e->T - ntok) take = e->T - ntok;
+            int32_t local = nseq++;
+            e->seq_of_local[local] = it->seq;
+            e->blocks[local] = s->kv.blocks;
+            e->nblocks[local] = s->kv.nblocks;
+            for (int32_t j = 0; j < take; j++) {
+                int64_t p = s->base + off + j;
+                e->ids[ntok] = it->ids[off + j];
+                e->pos[ntok] = (int32_t)p;
+                e->tseq[ntok] = local;
+                e->slot[ntok] = zs_kv_seq_slot(&e->layout, &s->kv, p);
+                if (all_positions || off + j == it->n - 1) e->rows[nrows++] = ntok;
+                ntok++;
+            }
+            off += take;
+            if (off == it->n) {
+                item++;
+                off = 0;
+            }
+        }
+        zs_fwd_batch_t bt = {.ntok = ntok, .nseq = nseq, .tok_ids = e->ids, .tok_pos = e->pos,
+                             .tok_seq = e->tseq, .tok_slot = e->slot, .seq_blocks = e->blocks,
+                             .seq_nblocks = e->nblocks};
+        float *dst = logits ? logits + (size_t)first_out * (size_t)V : NULL;
+        int rc = zs_model_step(&e->model, &bt, e->pool, &e->layout, e->rows,
+                               logits ? nrows : 0, dst, err);
+        if (rc) return rc;
+        out_row += nrows;
+        /* the tokens of this step are now in the cache */
+        for (int32_t t = 0; t < ntok; t++) {
+            seq_entry_t *s = &e->seqs[e->seq_of_local[e->tseq[t]]];
+            s->kv.ntokens = (int64_t)e->pos[t] + 1;
+        }
+    }
+    return 0;
+}
+
+int zs_engine_prefill(zs_engine_t *e, int32_t seq, const int32_t *ids, int32_t n, float *logits,
+                      zs_err_t *err) {
+    zs_engine_item_t it = {.seq = seq, .ids = ids, .n = n};
+    return zs_engine_forward(e, &it, 1, logits, 0, err);
+}
+
+int zs_engine_decode(zs_engine_t *e, int32_t nseq, const int32_t *seqs, const int32_t *ids,
+                     float *logits, zs_err_t *err) {
+    if (nseq < 1 || seqs == NULL || ids == NULL)
+        return zs_err_set(err, ZS_EINVAL, "engine: decode with no sequences");
+    zs_engine_item_t stack[64];
+    zs_engine_item_t *its = nseq <= 64 ? stack : malloc((size_t)nseq * sizeof *its);
+    if (its == NULL) return zs_err_set(err, ZS_ENOMEM, "engine: out of memory for %d items", nseq);
+    for (int32_t i = 0; i < nseq; i++) {
+        its[i].seq = seqs[i];
+        its[i].ids = &ids[i];
+        its[i].n = 1;
+    }
+    int rc = zs_engine_forward(e, its, nseq, logits, 0, err);
+    if (its != stack) free(its);
+    return rc;
+}
