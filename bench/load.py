@@ -17,7 +17,6 @@ import datetime
 import glob
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -53,10 +52,6 @@ def run_child(cmd, env=None):
     return rep
 
 
-def zerostart_cmd(args):
-    return [args.zerostart, "load", args.model, "--device", "cuda:0", "--json"]
-
-
 def peer_cmd(script, args):
     return [sys.executable, os.path.join(HERE, "peers", script), args.model]
 
@@ -69,6 +64,7 @@ def main():
     ap.add_argument("--device-name", default="")
     ap.add_argument("--peers", default="safetensors,transformers,fastsafetensors,runai-model-streamer")
     ap.add_argument("--zs-reps", type=int, default=3)
+    ap.add_argument("--peer-cold-reps", type=int, default=2)
     ap.add_argument("--states", default="warm,cold")
     args = ap.parse_args()
     files = sorted(glob.glob(os.path.join(args.model, "*.safetensors")))
@@ -107,35 +103,46 @@ def main():
                                      "h2d": cache["h2d_pinned"]}}
     log("ceilings:", json.dumps(result["ceilings"]))
 
-    loaders = [("zerostart", None)] + [(p, peers[p]) for p in args.peers.split(",") if p]
+    # (name, command, reps warm, reps cold). Cold runs go in interleaved rounds so that a drift
+    # of the disk's speed during the run affects every loader alike; each row reports the
+    # median of its runs.
+    zs = [args.zerostart, "load", args.model, "--device", "cuda:0", "--json"]
+    loaders = [("zerostart", zs, args.zs_reps, args.zs_reps),
+               ("zerostart --readahead", zs + ["--readahead"], 0, args.zs_reps)]
+    for p in [p for p in args.peers.split(",") if p]:
+        loaders.append((p, peer_cmd(peers[p], args), 1, 1 if p == "transformers" else args.peer_cold_reps))
     for state in args.states.split(","):
-        for name, script in loaders:
-            reps = args.zs_reps if name == "zerostart" else 1
-            runs = []
-            for rep in range(reps):
+        runs = {name: [] for name, *_ in loaders}
+        rounds = max(l[2] if state == "warm" else l[3] for l in loaders)
+        for rnd in range(rounds):
+            for name, cmd, reps_warm, reps_cold in loaders:
+                if rnd >= (reps_warm if state == "warm" else reps_cold):
+                    continue
                 if state == "cold":
                     drop_caches()
                 else:
                     warm_files(files)
                 try:
-                    r = run_child(zerostart_cmd(args) if script is None else peer_cmd(script, args))
+                    r = run_child(cmd)
                 except Exception as e:  # a peer that fails is recorded, not fatal
                     log(f"{name} {state}: {e}")
                     result["errors"].append({"name": name, "state": state, "error": str(e)[-1500:]})
-                    break
-                r.update(name=name, state=state, rep=rep)
-                runs.append(r)
+                    continue
+                r.update(name=name, state=state, rep=rnd)
+                runs[name].append(r)
                 result["runs"].append(r)
                 log(f"{name:22s} {state}: process {r['process_s']:.3f} s, load {r['load_s']:.3f} s, "
                     f"{r['bytes'] / r['load_s'] / 1e9:.2f} GB/s")
                 if name == "zerostart":
                     result["model_bytes"] = r["bytes"]
-            if runs:
-                best = sorted(runs, key=lambda x: x["process_s"])[len(runs) // 2]  # median run
-                result["loaders"].append({"name": name, "state": state, "process_s": round(best["process_s"], 4),
-                                          "load_s": round(best["load_s"], 4),
-                                          "gbps": round(best["bytes"] / best["load_s"] / 1e9, 3),
-                                          "reps": len(runs)})
+        for name, *_ in loaders:
+            rs = runs[name]
+            if rs:
+                med = sorted(rs, key=lambda x: x["process_s"])[(len(rs) - 1) // 2]  # median (lower)
+                result["loaders"].append({"name": name, "state": state, "process_s": round(med["process_s"], 4),
+                                          "load_s": round(med["load_s"], 4),
+                                          "gbps": round(med["bytes"] / med["load_s"] / 1e9, 3),
+                                          "reps": len(rs)})
     if "cold" in args.states:
         disk_after = disk_ceiling()
         result["ceilings"]["detail"]["disk_after"] = disk_after

@@ -34,6 +34,10 @@ typedef struct zs_load_opts {
     size_t staging_bytes;         /* pinned host memory bound for GPU loads; 0 = 1 GiB */
     int staging_slots;            /* pinned chunk buffers per reader thread (GPU loads), 0 = 2, max 8 */
     int direct_io;                /* -1 auto (O_DIRECT for data not in page cache), 0 never, 1 always */
+    /* With direct_io -1 or 0: data not in the page cache is fetched by kernel readahead
+     * (posix_fadvise WILLNEED, issued in priority order ahead of the readers) and read
+     * buffered instead of with O_DIRECT; it stays in the page cache for the next start. */
+    int readahead;
     /* Optional tensor priorities, parallel to ck->tensors (smaller first). NULL: embeddings,
      * then layers 0..N-1, then everything else. */
     const uint32_t *priority;

@@ -48,6 +48,7 @@ static int parse_load_args(int argc, char **argv, load_args_t *a) {
         uint64_t sz;
         if (strcmp(o, "--verify") == 0) a->verify = 1;
         else if (strcmp(o, "--json") == 0) a->json = 1;
+        else if (strcmp(o, "--readahead") == 0) a->opts.readahead = 1;
         else if (strcmp(o, "--device") == 0 && v) a->device = argv[++i];
         else if (strcmp(o, "--threads") == 0 && v) {
             if (zs_cli_parse_int(argv[++i], 1, 256, &n) != 0) {
@@ -88,7 +89,7 @@ static int parse_load_args(int argc, char **argv, load_args_t *a) {
     }
     if (a->path == NULL) {
         fprintf(stderr, "usage: zerostart load PATH [--device cuda:N|cpu] [--threads N] [--chunk SIZE] "
-                        "[--staging SIZE] [--slots N] [--direct auto|on|off] [--verify] [--json]\n");
+                        "[--staging SIZE] [--slots N] [--direct auto|on|off] [--readahead] [--verify] [--json]\n");
         return -1;
     }
     return 0;
@@ -101,14 +102,14 @@ static void print_json(const load_args_t *a, const zs_ckpt_t *ck, const zs_weigh
     printf("{\"path\":\"%s\",\"device\":\"%s\",\"device_name\":\"%s\",\"files\":%u,\"tensors\":%zu,"
            "\"bytes\":%llu,\"alloc_bytes\":%llu,\"parse_s\":%.6f,\"setup_s\":%.6f,\"read_s\":%.6f,"
            "\"copy_tail_s\":%.6f,\"load_s\":%.6f,\"total_s\":%.6f,\"gbps\":%.3f,\"bytes_direct\":%llu,"
-           "\"threads\":%d,\"chunk_bytes\":%zu,\"staging_bytes\":%zu,\"main_start_mono\":%.6f,"
+           "\"readahead\":%s,\"threads\":%d,\"chunk_bytes\":%zu,\"staging_bytes\":%zu,\"main_start_mono\":%.6f,"
            "\"resident_mono\":%.6f,\"verified\":%s}\n",
            a->path, w->device.kind == ZS_DEV_CUDA ? "cuda" : "cpu",
            w->device.kind == ZS_DEV_CUDA ? zs_gpu_device_name(w->device.index) : "host",
            ck->nfiles, ck->ntensors, (unsigned long long)s->bytes, (unsigned long long)w->bytes,
            s->parse_s, s->setup_s, s->read_s, s->copy_tail_s, load_s, s->parse_s + s->total_s,
            load_s > 0 ? (double)s->bytes / load_s / 1e9 : 0.0, (unsigned long long)s->bytes_direct,
-           s->threads, s->chunk_bytes, s->staging_bytes, t_exec_start, t_resident,
+           a->opts.readahead ? "true" : "false", s->threads, s->chunk_bytes, s->staging_bytes, t_exec_start, t_resident,
            verified ? "true" : "false");
 }
 

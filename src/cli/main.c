@@ -10,7 +10,7 @@ static void usage(FILE *f) {
             "\n"
             "commands:\n"
             "  load PATH [--device cuda:N|cpu] [--threads N] [--chunk SIZE] [--staging SIZE]\n"
-            "            [--slots N] [--direct auto|on|off] [--verify] [--json]\n"
+            "            [--slots N] [--direct auto|on|off] [--readahead] [--verify] [--json]\n"
             "        load a Hugging Face model directory (or .safetensors file) into GPU or host\n"
             "        memory and print a timing breakdown\n"
             "  synth DIR [--shape tiny|small|llama3-8b] [--seed N]\n"

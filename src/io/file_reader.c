@@ -26,13 +26,13 @@ int zs_io_open(zs_io_file_t *f, const char *path, zs_io_mode_t mode, zs_err_t *e
         return zs_err_set(err, zs_status_from_errno(e), "stat %s: %s", path, strerror(e));
     }
     f->size = (uint64_t)st.st_size;
-    if (mode != ZS_IO_BUFFERED) {
+    if (mode == ZS_IO_AUTO || mode == ZS_IO_DIRECT) {
         /* EINVAL here means the file system has no O_DIRECT (tmpfs): fall back to buffered. */
         f->fd_direct = open(path, O_RDONLY | O_CLOEXEC | O_DIRECT);
-        if (mode == ZS_IO_AUTO && f->fd_direct >= 0 && f->size > 0) {
-            f->map = mmap(NULL, f->size, PROT_READ, MAP_SHARED, f->fd, 0);
-            if (f->map == MAP_FAILED) f->map = NULL; /* residency unknown: read buffered */
-        }
+    }
+    if ((mode == ZS_IO_AUTO || mode == ZS_IO_CACHED) && f->size > 0) {
+        f->map = mmap(NULL, f->size, PROT_READ, MAP_SHARED, f->fd, 0);
+        if (f->map == MAP_FAILED) f->map = NULL; /* residency unknown: read buffered */
     }
     return ZS_OK;
 }

@@ -16,6 +16,7 @@ typedef enum zs_io_mode {
     ZS_IO_AUTO = -1,     /* cached data buffered, uncached data O_DIRECT */
     ZS_IO_BUFFERED = 0,  /* always buffered reads */
     ZS_IO_DIRECT = 1,    /* always O_DIRECT (when the file system allows it) */
+    ZS_IO_CACHED = 2,    /* buffered reads, with the residency map kept for readahead decisions */
 } zs_io_mode_t;
 
 typedef struct zs_io_file {

@@ -6,6 +6,7 @@
  * and per-layer byte totals, and a layer is ready when its last byte is resident. */
 #include "zerostart/load.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@
 #define ZS_DEFAULT_CHUNK (4u << 20)
 #define ZS_DEFAULT_STAGING ((size_t)1 << 30)
 #define ZS_DEFAULT_SLOTS 2
+#define ZS_READAHEAD_WINDOW ((uint64_t)1 << 30) /* bytes fetched ahead of the readers */
 #define ZS_MAX_SLOTS 8
 
 typedef struct zs_load_worker zs_load_worker_t;
@@ -41,6 +43,9 @@ struct zs_load {
     int threads_running;
     pthread_t *threads;
     zs_load_worker_t *workers;
+    pthread_t prefetcher;
+    int prefetching;
+    uint64_t *chunk_end_bytes;   /* readahead: bytes of chunks [0, i] in schedule order */
     atomic_size_t next_chunk;
     atomic_int abort;
     _Atomic uint64_t bytes_done;
@@ -250,6 +255,26 @@ static void *worker_main(void *arg) {
     return NULL;
 }
 
+/* Readahead strategy: asks the kernel to fetch chunks not in the page cache, in schedule
+ * order, staying at most ZS_READAHEAD_WINDOW bytes ahead of the chunk the readers take next. */
+static void *prefetch_main(void *arg) {
+    zs_load_t *ld = arg;
+    for (size_t i = 0; i < ld->plan.nchunks && !atomic_load(&ld->abort); i++) {
+        const zs_chunk_t *c = &ld->plan.chunks[i];
+        for (;;) {
+            size_t next = atomic_load(&ld->next_chunk);
+            if (next >= ld->plan.nchunks || atomic_load(&ld->abort)) return NULL;
+            uint64_t done = next ? ld->chunk_end_bytes[next - 1] : 0;
+            if (ld->chunk_end_bytes[i] - c->len <= done + ZS_READAHEAD_WINDOW) break;
+            struct timespec ts = {0, 200 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        if (zs_io_resident(&ld->files[c->file], c->src, c->len) < 1.0)
+            (void)posix_fadvise(ld->files[c->file].fd, (off_t)c->src, (off_t)c->len, POSIX_FADV_WILLNEED);
+    }
+    return NULL;
+}
+
 static int load_default_threads(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     if (n < 1) n = 1;
@@ -265,6 +290,7 @@ static void load_free(zs_load_t *ld) {
     free(ld->layer_left);
     free(ld->threads);
     free(ld->workers);
+    free(ld->chunk_end_bytes);
     zs_plan_free(&ld->plan);
     pthread_mutex_destroy(&ld->mu);
     pthread_cond_destroy(&ld->cv);
@@ -349,6 +375,17 @@ static int load_setup(zs_load_t *ld, zs_err_t *err) {
     return ZS_OK;
 }
 
+static int load_start_prefetch(zs_load_t *ld, zs_err_t *err) {
+    ld->chunk_end_bytes = malloc((ld->plan.nchunks + 1) * sizeof *ld->chunk_end_bytes);
+    if (ld->chunk_end_bytes == NULL) return zs_err_set(err, ZS_ENOMEM, "out of memory for the readahead schedule");
+    uint64_t acc = 0;
+    for (size_t i = 0; i < ld->plan.nchunks; i++) ld->chunk_end_bytes[i] = acc += ld->plan.chunks[i].len;
+    int e = pthread_create(&ld->prefetcher, NULL, prefetch_main, ld);
+    if (e != 0) return zs_err_set(err, ZS_ENOMEM, "pthread_create for the readahead thread failed (error %d)", e);
+    ld->prefetching = 1;
+    return ZS_OK;
+}
+
 static int load_start_threads(zs_load_t *ld, zs_err_t *err) {
     int n = ld->opts.threads;
     ld->threads = calloc((size_t)n, sizeof *ld->threads);
@@ -386,6 +423,7 @@ int zs_load_begin(const zs_ckpt_t *ck, const zs_load_opts_t *opts, zs_load_t **o
     if (opts) ld->opts = *opts;
     else zs_load_opts_default(&ld->opts);
     ld->io_mode = ld->opts.direct_io < 0 ? ZS_IO_AUTO : ld->opts.direct_io ? ZS_IO_DIRECT : ZS_IO_BUFFERED;
+    if (ld->opts.readahead && ld->io_mode == ZS_IO_AUTO) ld->io_mode = ZS_IO_CACHED;
     pthread_mutex_init(&ld->mu, NULL);
     pthread_cond_init(&ld->cv, NULL);
     int rc = load_size_staging(ld, err);
@@ -396,7 +434,8 @@ int zs_load_begin(const zs_ckpt_t *ck, const zs_load_opts_t *opts, zs_load_t **o
         return rc;
     }
     ld->w->stats.setup_s = zs_now() - ld->t_begin;
-    rc = load_start_threads(ld, err);
+    if (ld->opts.readahead && ld->io_mode != ZS_IO_DIRECT) rc = load_start_prefetch(ld, err);
+    if (rc == ZS_OK) rc = load_start_threads(ld, err);
     if (rc != ZS_OK) {
         zs_weights_t *w = NULL;
         return zs_load_finish(ld, &w, err);
@@ -435,6 +474,7 @@ int zs_load_wait_layer(zs_load_t *ld, int32_t layer, zs_err_t *err) {
 int zs_load_finish(zs_load_t *ld, zs_weights_t **out, zs_err_t *err) {
     *out = NULL;
     for (int i = 0; i < ld->nthreads; i++) pthread_join(ld->threads[i], NULL);
+    if (ld->prefetching) pthread_join(ld->prefetcher, NULL);
     int rc = ZS_OK;
     if (ld->failed) {
         rc = ld->err.code;

@@ -44,6 +44,8 @@ static int write_st(const char *path, const char *hdr, const void *data, size_t 
     return rc;
 }
 
+static int g_readahead;
+
 static void load_and_verify(const char *dir, int threads, size_t chunk, int direct) {
     zs_err_t err = {0};
     zs_ckpt_t *ck = NULL;
@@ -53,6 +55,7 @@ static void load_and_verify(const char *dir, int threads, size_t chunk, int dire
     o.threads = threads;
     o.chunk_bytes = chunk;
     o.direct_io = direct;
+    o.readahead = g_readahead;
     zs_weights_t *w = NULL;
     int rc = zs_load(ck, &o, &w, &err);
     ZT_CHECK_MSG(rc == ZS_OK, "%s", err.msg);
@@ -78,6 +81,19 @@ static void test_load_matches_files(void) {
     static const int modes[] = {-1, 0, 1};
     for (int i = 0; i < 3; i++)
         for (int j = 0; j < 3; j++) load_and_verify(g_dir, threads[i], chunks[j], modes[(i + j) % 3]);
+}
+
+/* Readahead strategy: uncached data fetched by posix_fadvise ahead of buffered readers. The
+ * page cache is emptied for the files first where the kernel allows (POSIX_FADV_DONTNEED). */
+static void test_readahead_strategy(void) {
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "for f in %s/*.safetensors; do dd if=$f iflag=nocache count=0 status=none; done", g_dir);
+    run(cmd);
+    g_readahead = 1;
+    load_and_verify(g_dir, 3, 4096, -1);
+    load_and_verify(g_dir, 2, 65536, 0);
+    load_and_verify(g_dir, 2, 8192, 1); /* O_DIRECT forced: readahead is ignored */
+    g_readahead = 0;
 }
 
 static void test_layer_readiness(void) {
@@ -293,6 +309,7 @@ int main(void) {
         return 1;
     }
     ZT_RUN(test_load_matches_files);
+    ZT_RUN(test_readahead_strategy);
     ZT_RUN(test_layer_readiness);
     ZT_RUN(test_concurrent_loads);
     ZT_RUN(test_plan_order_and_padding);
