@@ -1,4 +1,5 @@
-/* Writing synthetic Llama-architecture checkpoints (see include/zerostart/synth.h): bf16
+/* Writing synthetic Llama-architecture checkpoints (see include/zerostart/synth.h; the
+ * tokenizer files come from synth_tokenizer.c): bf16
  * weights drawn from a seeded generator (small values, never NaN/Inf; norms are 1.0),
  * tensors sorted by name inside each shard as the reference safetensors writer does,
  * headers padded to 8 bytes, shards written in parallel. */
@@ -216,14 +217,16 @@ static int synth_write_json(const char *dir, const char *name, json_t *j, zs_err
     return rc;
 }
 
-static json_t *synth_config(const zs_synth_shape_t *s) {
-    return json_pack("{s:[s],s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:f,s:i,s:i,s:i,s:b,s:s,s:s,s:b}",
+int zs_synth_write_tokenizer(const char *dir, int vocab, int *bos, int *eos, int *eot, zs_err_t *err);
+
+static json_t *synth_config(const zs_synth_shape_t *s, int bos, int eos, int eot) {
+    return json_pack("{s:[s],s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:f,s:i,s:i,s:[i,i],s:b,s:s,s:s,s:b}",
                      "architectures", "LlamaForCausalLM", "model_type", "llama",
                      "hidden_size", s->hidden, "intermediate_size", s->intermediate,
                      "num_hidden_layers", s->layers, "num_attention_heads", s->heads,
                      "num_key_value_heads", s->kv_heads, "vocab_size", s->vocab,
                      "rms_norm_eps", 1e-5, "rope_theta", 500000.0, "max_position_embeddings", 8192,
-                     "bos_token_id", 1, "eos_token_id", 2, "tie_word_embeddings", 0,
+                     "bos_token_id", bos, "eos_token_id", eos, eot, "tie_word_embeddings", 0,
                      "torch_dtype", "bfloat16", "hidden_act", "silu", "attention_bias", 0);
 }
 
@@ -299,7 +302,9 @@ int zs_synth_write(const char *dir, const zs_synth_shape_t *s, uint64_t seed, zs
         rc = synth_write_json(dir, "model.safetensors.index.json",
                               json_pack("{s:{s:I},s:O}", "metadata", "total_size", (json_int_t)total,
                                         "weight_map", map), err);
-    if (rc == ZS_OK) rc = synth_write_json(dir, "config.json", synth_config(s), err);
+    int bos = 0, eos = 0, eot = 0;
+    if (rc == ZS_OK) rc = zs_synth_write_tokenizer(dir, s->vocab, &bos, &eos, &eot, err);
+    if (rc == ZS_OK) rc = synth_write_json(dir, "config.json", synth_config(s, bos, eos, eot), err);
     json_decref(map);
 done:
     for (int k = 0; sh && k < s->shards; k++) free(sh[k].tensors);
