@@ -8,6 +8,7 @@ int zs_cmd_load(int argc, char **argv);
 int zs_cmd_synth(int argc, char **argv);
 int zs_cmd_demo(int argc, char **argv);
 int zs_cmd_probe(int argc, char **argv);
+int zs_cmd_run(int argc, char **argv);
 
 /* Parses a size like "4M", "1GiB", "4096" into bytes; 0 on success. */
 int zs_cli_parse_size(const char *s, uint64_t *out);

@@ -192,8 +192,8 @@ int zs_cmd_load(int argc, char **argv) {
     }
     w->stats.parse_s = parse_s;
     int verified = 0;
+    uint64_t checked = 0;
     if (a.verify) {
-        uint64_t checked = 0;
         if (zs_weights_verify(w, &checked, &err) != ZS_OK) {
             fprintf(stderr, "zerostart load: verification FAILED: %s\n", err.msg);
             zs_weights_free(w);
@@ -201,11 +201,11 @@ int zs_cmd_load(int argc, char **argv) {
             return 1;
         }
         verified = 1;
-        if (!a.json) printf("verify   every tensor (%llu bytes) matches a buffered read of its file\n",
-                            (unsigned long long)checked);
     }
     if (a.json) print_json(&a, ck, w, t_exec_start, t_resident, verified);
     else print_table(ck, w);
+    if (verified && !a.json)
+        printf("verify   every tensor (%llu bytes) matches a buffered read of its file\n", (unsigned long long)checked);
     zs_weights_free(w);
     zs_ckpt_close(ck);
     return 0;

@@ -1,4 +1,6 @@
-/* `zerostart synth` (write a synthetic checkpoint) and `zerostart demo` (the first-run job). */
+/* `zerostart synth` (write a synthetic checkpoint) and `zerostart demo` (the first-run job:
+ * write the built-in synthetic model, load it with a timing breakdown and a byte-for-byte
+ * check, then chat with it through `zerostart run`). */
 #include <stdio.h>
 #include <string.h>
 
@@ -66,5 +68,12 @@ int zs_cmd_demo(int argc, char **argv) {
     printf("loading it onto %s%s:\n\n", device,
            strcmp(device, "cpu") == 0 ? " (no usable CUDA device here)" : "");
     char *load_argv[] = {"load", (char *)dir, "--device", (char *)device, "--verify", NULL};
-    return zs_cmd_load(5, load_argv);
+    int rc = zs_cmd_load(5, load_argv);
+    if (rc != 0) return rc;
+    printf("\nchatting with it (greedy, 32 tokens; the weights are random, so the reply is noise):\n\n");
+    fflush(stdout);
+    char *run_argv[] = {"run", (char *)dir, "--chat", "--device", (char *)device, "--system",
+                        "You are a helpful assistant.", "-p", "Why does start-up speed matter?",
+                        "--max-tokens", "32", "--ignore-eos", NULL};
+    return zs_cmd_run(12, run_argv);
 }

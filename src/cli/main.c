@@ -13,6 +13,8 @@ static void usage(FILE *f) {
             "            [--slots N] [--direct auto|on|off] [--readahead] [--verify] [--json]\n"
             "        load a Hugging Face model directory (or .safetensors file) into GPU or host\n"
             "        memory and print a timing breakdown\n"
+            "  run MODEL_DIR -p PROMPT [--chat] [--device cuda:N|cpu] [--max-tokens N] [--temperature T] ...\n"
+            "        generate text, streamed, and print the start-up timeline and speeds\n"
             "  synth DIR [--shape tiny|small|llama3-8b] [--seed N]\n"
             "        write a synthetic Llama-architecture checkpoint with random weights\n"
             "  demo [--dir DIR] [--device cuda:N|cpu]\n"
@@ -31,6 +33,7 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "synth") == 0) return zs_cmd_synth(argc - 1, argv + 1);
     if (strcmp(argv[1], "demo") == 0) return zs_cmd_demo(argc - 1, argv + 1);
     if (strcmp(argv[1], "probe") == 0) return zs_cmd_probe(argc - 1, argv + 1);
+    if (strcmp(argv[1], "run") == 0) return zs_cmd_run(argc - 1, argv + 1);
     fprintf(stderr, "zerostart: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;

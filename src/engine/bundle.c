@@ -1,0 +1,122 @@
+/* Bringing up a model for generation (include/zerostart/bundle.h). */
+#include "zerostart/bundle.h"
+
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+
+void zs_bundle_opts_default(zs_bundle_opts_t *o) {
+    memset(o, 0, sizeof *o);
+    zs_load_opts_default(&o->load);
+    zs_engine_opts_default(&o->engine);
+}
+
+static int bundle_path(char *buf, size_t cap, const char *dir, const char *name) {
+    return snprintf(buf, cap, "%s/%s", dir, name) < (int)cap;
+}
+
+/* eos_token_id of generation_config.json (int or list); 0 entries when absent. */
+static int bundle_generation_stops(zs_bundle_t *b, zs_err_t *err) {
+    char path[PATH_MAX];
+    if (!bundle_path(path, sizeof path, b->ckpt->dir, "generation_config.json") || access(path, F_OK) != 0)
+        return ZS_OK;
+    json_error_t je;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    if (root == NULL) return zs_err_set(err, ZS_EFORMAT, "%s: invalid JSON: %s (line %d)", path, je.text, je.line);
+    json_t *eos = json_object_get(root, "eos_token_id");
+    int rc = ZS_OK;
+    size_t n = json_is_array(eos) ? json_array_size(eos) : (eos && !json_is_null(eos) ? 1 : 0);
+    for (size_t i = 0; i < n && rc == ZS_OK; i++) {
+        json_t *v = json_is_array(eos) ? json_array_get(eos, i) : eos;
+        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > INT32_MAX)
+            rc = zs_err_set(err, ZS_EFORMAT, "%s: eos_token_id must be a token id or a list of them", path);
+        else if (b->nstop < ZS_BUNDLE_MAX_STOP)
+            b->stop_ids[b->nstop++] = (int32_t)json_integer_value(v);
+    }
+    json_decref(root);
+    return rc;
+}
+
+/* Tokenizer and chat template; called while the weights load. */
+static int bundle_text_side(zs_bundle_t *b, const zs_bundle_opts_t *o, zs_err_t *err) {
+    char path[PATH_MAX];
+    if (!bundle_path(path, sizeof path, b->ckpt->dir, "tokenizer.json"))
+        return zs_err_set(err, ZS_ERANGE, "%s: path too long", b->ckpt->dir);
+    if (access(path, F_OK) == 0) {
+        int rc = zs_tok_load(path, &b->tok, err);
+        if (rc != ZS_OK) return rc;
+    } else if (o->require_tokenizer) {
+        return zs_err_set(err, ZS_ENOENT, "%s: no tokenizer.json", b->ckpt->dir);
+    }
+    if (!bundle_path(path, sizeof path, b->ckpt->dir, "tokenizer_config.json")) return ZS_OK;
+    if (access(path, F_OK) != 0) {
+        snprintf(b->chat_error, sizeof b->chat_error, "%s: no tokenizer_config.json", b->ckpt->dir);
+        return ZS_OK;
+    }
+    zs_err_t cerr = {0};
+    if (zs_chat_template_load_file(path, NULL, &b->chat, &cerr) != ZS_OK)
+        snprintf(b->chat_error, sizeof b->chat_error, "%s", cerr.msg);
+    return ZS_OK;
+}
+
+int zs_bundle_open(const char *dir, const zs_bundle_opts_t *opts, zs_bundle_t **out, zs_err_t *err) {
+    *out = NULL;
+    double t0 = zs_now();
+    zs_bundle_opts_t o;
+    if (opts) o = *opts;
+    else zs_bundle_opts_default(&o);
+    o.engine.backend = o.load.device.kind == ZS_DEV_CUDA ? ZS_BACKEND_CUDA : ZS_BACKEND_CPU;
+    zs_bundle_t *b = calloc(1, sizeof *b);
+    if (b == NULL) return zs_err_set(err, ZS_ENOMEM, "%s: out of memory", dir);
+    int rc = zs_ckpt_open(dir, &b->ckpt, err);
+    if (rc == ZS_OK && b->ckpt->config_json == NULL)
+        rc = zs_err_set(err, ZS_ENOENT, "%s: no config.json", dir);
+    if (rc != ZS_OK) goto fail;
+    b->timeline.opened = zs_now() - t0;
+    zs_load_t *ld = NULL;
+    rc = zs_load_begin(b->ckpt, &o.load, &ld, err);
+    if (rc != ZS_OK) goto fail;
+    rc = bundle_text_side(b, &o, err);
+    if (rc == ZS_OK) rc = bundle_generation_stops(b, err);
+    b->timeline.tokenizer = zs_now() - t0;
+    zs_err_t lerr = {0};
+    int lrc = zs_load_finish(ld, &b->weights, &lerr);
+    if (rc == ZS_OK && lrc != ZS_OK) {
+        rc = lrc;
+        if (err != NULL && err->code == ZS_OK) *err = lerr;
+    }
+    if (rc != ZS_OK) goto fail;
+    b->timeline.weights = zs_now() - t0;
+    rc = zs_engine_create(b->ckpt, b->weights, &o.engine, &b->engine, err);
+    if (rc != ZS_OK) goto fail;
+    if (b->nstop == 0) {
+        const zs_model_config_t *c = zs_engine_config(b->engine);
+        for (int32_t i = 0; i < c->n_eos && b->nstop < ZS_BUNDLE_MAX_STOP; i++) b->stop_ids[b->nstop++] = c->eos_ids[i];
+    }
+    if (b->tok != NULL && zs_tok_vocab_size(b->tok) > (size_t)zs_engine_config(b->engine)->vocab) {
+        rc = zs_err_set(err, ZS_EFORMAT, "%s: tokenizer has %zu tokens but the model's vocabulary is %d", dir,
+                        zs_tok_vocab_size(b->tok), zs_engine_config(b->engine)->vocab);
+        goto fail;
+    }
+    b->timeline.engine = zs_now() - t0;
+    *out = b;
+    return ZS_OK;
+fail:
+    zs_bundle_free(b);
+    return rc;
+}
+
+void zs_bundle_free(zs_bundle_t *b) {
+    if (b == NULL) return;
+    zs_engine_free(b->engine);
+    zs_chat_template_free(b->chat);
+    zs_tok_free(b->tok);
+    zs_weights_free(b->weights);
+    zs_ckpt_close(b->ckpt);
+    free(b);
+}
