@@ -93,9 +93,10 @@ uint32_t tok_byte_to_cp(unsigned b);
 int tok_cp_to_byte(uint32_t cp);
 
 /* ---- loaded tokenizer ------------------------------------------------------------------ */
-enum { TN_PREPEND, TN_REPLACE };
+enum { TN_PREPEND, TN_REPLACE, TN_UNICODE };
 typedef struct tok_norm_step {
     int kind;
+    int form;              /* TN_UNICODE: unorm_form (engine/unicode_normalize.h) */
     char *str;             /* Prepend text / Replace content */
     size_t str_len;
     pcre2_code *re;        /* Replace pattern */

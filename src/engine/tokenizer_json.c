@@ -3,6 +3,7 @@
  * pre_tokenizer, post_processor and decoder descriptions (Sequences flattened), BOS/EOS
  * detection, and freeing. Anything unsupported is refused with an error naming the field. */
 #include "engine/tokenizer_internal.h"
+#include "engine/unicode_normalize.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -165,8 +166,15 @@ static int load_normalizer(ld *L, json_t *o, const char *path, int depth) {
         st->str_len = n;
         return ZS_OK;
     }
+    unorm_form form;
+    if (unorm_form_parse(type, &form) == 0) {
+        if (grow((void **)&tok->norm, &tok->n_norm, sizeof *tok->norm)) return oom(L);
+        tok->norm[tok->n_norm - 1].kind = TN_UNICODE;
+        tok->norm[tok->n_norm - 1].form = (int)form;
+        return ZS_OK;
+    }
     return FAIL(L, ZS_EUNSUPPORTED, "%s: unsupported normalizer '%s' (supported: Sequence, "
-                "Prepend, Replace)", path, type);
+                "Prepend, Replace, NFC, NFD, NFKC, NFKD)", path, type);
 }
 
 /* ---- pre-tokenizer --------------------------------------------------------------------- */

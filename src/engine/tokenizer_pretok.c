@@ -1,9 +1,10 @@
 /* Everything between the raw text and the BPE model: splitting out added tokens (leftmost-
  * longest, with single_word/lstrip/rstrip as tokenizers' AddedVocabulary does), the
- * normalizers (Prepend, Replace) and the pre-tokenizers (ByteLevel, Split, Metaspace,
- * Digits), each working on a list of pieces that remember where their bytes came from in
- * the original text (needed by Metaspace's prepend_scheme "first"). */
+ * normalizers (Prepend, Replace, NFC/NFD/NFKC/NFKD) and the pre-tokenizers (ByteLevel,
+ * Split, Metaspace, Digits), each working on a list of pieces that remember where their
+ * bytes came from in the original text (needed by Metaspace's prepend_scheme "first"). */
 #include "engine/tokenizer_internal.h"
+#include "engine/unicode_normalize.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -215,6 +216,39 @@ static int replace(tok_piece *p, const pcre2_code *re, const char *content, size
     return ZS_OK;
 }
 
+/* NFC/NFD/NFKC/NFKD; each output byte keeps the origin of the input character it is
+ * aligned to. */
+static int unicode_norm(tok_piece *p, int form, zs_err_t *err) {
+    char *s;
+    size_t n;
+    uint32_t *src;
+    int rc = unorm_utf8((unorm_form)form, p->s, p->len, &s, &n, &src, err);
+    if (rc) return rc;
+    tok_pieces tmp = {0};
+    tok_piece *np = NULL;
+    rc = pieces_add(&tmp, n, -1, &np);
+    if (rc == ZS_OK && np) {
+        memcpy(np->s, s, n);
+        for (size_t i = 0; i < n; i++) np->orig[i] = p->orig[src[i]];
+    }
+    free(s);
+    free(src);
+    if (rc) {
+        free(tmp.v);
+        return zs_err_set(err, rc, "tokenizer: out of memory (Unicode normalizer)");
+    }
+    free(p->orig);
+    if (np) {
+        *p = *np;
+    } else {
+        p->orig = NULL;
+        p->s = NULL;
+        p->len = 0;
+    }
+    free(tmp.v);
+    return ZS_OK;
+}
+
 static int normalize_piece(const zs_tok_t *tok, tok_piece *p, zs_err_t *err) {
     tok_pieces scratch = {0};
     int rc = ZS_OK;
@@ -223,6 +257,8 @@ static int normalize_piece(const zs_tok_t *tok, tok_piece *p, zs_err_t *err) {
         if (st->kind == TN_PREPEND) {
             if ((rc = prepend(p, st->str, st->str_len, &scratch)))
                 rc = zs_err_set(err, rc, "tokenizer: out of memory (Prepend)");
+        } else if (st->kind == TN_UNICODE) {
+            rc = unicode_norm(p, st->form, err);
         } else {
             rc = replace(p, st->re, st->str, st->str_len, err);
         }

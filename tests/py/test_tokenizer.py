@@ -441,7 +441,8 @@ def test_info(driver, style):
 # refused configurations: a clear error naming the field, never wrong tokens
 
 REFUSED = [
-    (["normalizer"], {"type": "NFC"}, "unsupported normalizer 'NFC'"),
+    (["normalizer"], {"type": "Strip", "strip_left": True, "strip_right": True},
+     "unsupported normalizer 'Strip'"),
     (["normalizer"], {"type": "Lowercase"}, "unsupported normalizer 'Lowercase'"),
     (["pre_tokenizer"], {"type": "Whitespace"}, "unsupported pre_tokenizer 'Whitespace'"),
     (["decoder"], {"type": "WordPiece", "prefix": "##", "cleanup": True}, "unsupported decoder"),
