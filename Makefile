@@ -14,13 +14,15 @@ CLANG      ?= clang
 PYTHON     ?= python3
 VENV       := .venv
 VPY        := $(VENV)/bin/python
-DEBS       := libjansson-dev libpcre2-dev libmicrohttpd-dev pkg-config clang libclang-rt-dev
-PKGS       := jansson libpcre2-8
+DEBS       := libjansson-dev libpcre2-dev libmicrohttpd-dev libxxhash-dev pkg-config clang libclang-rt-dev
+PKGS       := jansson libpcre2-8 libmicrohttpd libxxhash
 FUZZ_SECONDS ?= 20
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 ifeq ($(STATIC_DEPS),1)
-PKG_LIBS   := -Wl,-Bstatic $(shell pkg-config --libs $(PKGS) 2>/dev/null) -Wl,-Bdynamic
+# Static archives of the Debian libraries; libmicrohttpd's own TLS dependency (gnutls) stays
+# dynamic: it is part of common base images, unlike the -dev libraries.
+PKG_LIBS   := -Wl,-Bstatic -ljansson -lpcre2-8 -lxxhash -lmicrohttpd -Wl,-Bdynamic -lgnutls
 else
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 endif
@@ -46,7 +48,7 @@ ifeq ($(ZS_CUDA),1)
 REL_LIB_SRC := $(LIB_SRC_CUDA)
 REL_CU      := $(CU_SRC)
 REL_CFLAGS  := -DZS_HAVE_CUDA=1 -I$(CUDA_HOME)/include
-REL_LIBS    := -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt
+REL_LIBS    := -L$(CUDA_HOME)/lib64 -lcublas -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart_static -lstdc++ -ldl -lrt
 else
 REL_LIB_SRC := $(LIB_SRC_NOCUDA)
 REL_CU      :=
@@ -120,7 +122,7 @@ fuzz: $(FUZZ_BINS)
 
 # --- set-up ---------------------------------------------------------------------------
 deps:
-	@if ! pkg-config --exists $(PKGS) libmicrohttpd || ! command -v $(CLANG) >/dev/null \
+	@if ! pkg-config --exists $(PKGS) || ! command -v $(CLANG) >/dev/null \
 	    || ! ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1; then \
 	  echo "deps: installing $(DEBS)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -149,7 +151,10 @@ test-build: $(ZS_BIN) $(ASAN)/zerostart $(UNIT_BINS) $(FUZZ_BINS)
 $(REL)/test_gpu_loader: tests/gpu/test_gpu_loader.c $(REL)/libzs.a $(HEADERS)
 	$(CC) $(BASE_CFLAGS) $(REL_CFLAGS) -Itests/unit -O1 -g -o $@ $< $(REL)/libzs.a $(BASE_LIBS) $(REL_LIBS)
 
-gpu-build: $(ZS_BIN) $(REL)/test_gpu_loader
+$(REL)/test_cuda_engine: tests/gpu/test_cuda_engine.c $(REL)/libzs.a $(HEADERS)
+	$(CC) $(BASE_CFLAGS) $(REL_CFLAGS) -Itests/unit -O1 -g -o $@ $< $(REL)/libzs.a $(BASE_LIBS) $(REL_LIBS)
+
+gpu-build: $(ZS_BIN) $(REL)/test_gpu_loader $(REL)/test_cuda_engine
 
 test-gpu: gpu-build
 	ZS_BIN=$(ZS_BIN) bash tests/gpu/run.sh

@@ -41,12 +41,22 @@ typedef struct zs_load_opts {
     /* Optional tensor priorities, parallel to ck->tensors (smaller first). NULL: embeddings,
      * then layers 0..N-1, then everything else. */
     const uint32_t *priority;
+    /* Host loads only: load into this caller-owned buffer (at least zs_load_alloc_bytes()
+     * bytes, 256-byte aligned) instead of a new allocation; zs_weights_free leaves it alone. */
+    void *host_dest;
+    /* The weights are already in host memory, laid out as a load places them (e.g. a pool
+     * segment): copy from here instead of reading the files. source_pinned: the memory is
+     * page-locked for the GPU (cudaHostRegister), so copies need no staging. */
+    const void *source;
+    int source_pinned;
     /* Called from loader threads; must be thread-safe and quick. */
     void (*on_progress)(void *ctx, uint64_t bytes_done, uint64_t bytes_total);
     void *progress_ctx;
 } zs_load_opts_t;
 
 void zs_load_opts_default(zs_load_opts_t *o);
+/* Bytes of the one allocation a load of ck uses (tensor bytes + alignment padding). */
+int zs_load_alloc_bytes(const zs_ckpt_t *ck, uint64_t *bytes, zs_err_t *err);
 
 typedef struct zs_tensor {
     const zs_tensor_info_t *info;
@@ -72,6 +82,7 @@ typedef struct zs_weights {
     const zs_ckpt_t *ckpt;
     zs_device_t device;
     void *base;                   /* the one allocation */
+    int base_borrowed;            /* base is the caller's (opts.host_dest): not freed */
     uint64_t bytes;               /* its size (tensor bytes + alignment padding) */
     zs_tensor_t *tensors;         /* parallel to ckpt->tensors */
     size_t ntensors;

@@ -8,7 +8,11 @@ int zs_cmd_load(int argc, char **argv);
 int zs_cmd_synth(int argc, char **argv);
 int zs_cmd_demo(int argc, char **argv);
 int zs_cmd_probe(int argc, char **argv);
+int zs_cmd_serve(int argc, char **argv);
 int zs_cmd_run(int argc, char **argv);
+int zs_cmd_pool(int argc, char **argv);
+/* "hit", "filled from storage", ... for a zs_pool_source_t. */
+const char *zs_cli_pool_source_name(int how);
 
 /* Parses a size like "4M", "1GiB", "4096" into bytes; 0 on success. */
 int zs_cli_parse_size(const char *s, uint64_t *out);

@@ -11,13 +11,15 @@
 #include "gpu/gpu_rt.h"
 #include "zerostart/ckpt.h"
 #include "zerostart/load.h"
+#include "zerostart/pool.h"
 #include "zerostart/verify.h"
 
 typedef struct load_args {
     const char *path;
     const char *device;
     zs_load_opts_t opts;
-    int verify, json;
+    int verify, json, use_pool;
+    zs_pool_opts_t pool;
 } load_args_t;
 
 static _Atomic uint64_t g_progress_done;
@@ -49,6 +51,15 @@ static int parse_load_args(int argc, char **argv, load_args_t *a) {
         if (strcmp(o, "--verify") == 0) a->verify = 1;
         else if (strcmp(o, "--json") == 0) a->json = 1;
         else if (strcmp(o, "--readahead") == 0) a->opts.readahead = 1;
+        else if (strcmp(o, "--pool") == 0) a->use_pool = 1;
+        else if (strcmp(o, "--pool-dir") == 0 && v) a->pool.dir = argv[++i], a->use_pool = 1;
+        else if (strcmp(o, "--pool-size") == 0 && v) {
+            if (zs_cli_parse_size(argv[++i], &a->pool.capacity) != 0) {
+                fprintf(stderr, "zerostart load: --pool-size wants a size like 64G, got '%s'\n", v);
+                return -1;
+            }
+            a->use_pool = 1;
+        }
         else if (strcmp(o, "--device") == 0 && v) a->device = argv[++i];
         else if (strcmp(o, "--threads") == 0 && v) {
             if (zs_cli_parse_int(argv[++i], 1, 256, &n) != 0) {
@@ -89,31 +100,34 @@ static int parse_load_args(int argc, char **argv, load_args_t *a) {
     }
     if (a->path == NULL) {
         fprintf(stderr, "usage: zerostart load PATH [--device cuda:N|cpu] [--threads N] [--chunk SIZE] "
-                        "[--staging SIZE] [--slots N] [--direct auto|on|off] [--readahead] [--verify] [--json]\n");
+                        "[--staging SIZE] [--slots N] [--direct auto|on|off] [--readahead] [--pool] [--pool-dir DIR] "
+                        "[--pool-size SIZE] [--verify] [--json]\n");
         return -1;
     }
     return 0;
 }
 
 static void print_json(const load_args_t *a, const zs_ckpt_t *ck, const zs_weights_t *w,
-                       double t_exec_start, double t_resident, int verified) {
+                       double t_exec_start, double t_resident, int verified, int pool_how, double pool_s,
+                       double pin_s) {
     const zs_load_stats_t *s = &w->stats;
     double load_s = s->total_s - s->setup_s;
     printf("{\"path\":\"%s\",\"device\":\"%s\",\"device_name\":\"%s\",\"files\":%u,\"tensors\":%zu,"
            "\"bytes\":%llu,\"alloc_bytes\":%llu,\"parse_s\":%.6f,\"setup_s\":%.6f,\"read_s\":%.6f,"
            "\"copy_tail_s\":%.6f,\"load_s\":%.6f,\"total_s\":%.6f,\"gbps\":%.3f,\"bytes_direct\":%llu,"
            "\"readahead\":%s,\"threads\":%d,\"chunk_bytes\":%zu,\"staging_bytes\":%zu,\"main_start_mono\":%.6f,"
-           "\"resident_mono\":%.6f,\"verified\":%s}\n",
+           "\"resident_mono\":%.6f,\"verified\":%s,\"source\":\"%s\",\"pool_s\":%.6f,\"pin_s\":%.6f}\n",
            a->path, w->device.kind == ZS_DEV_CUDA ? "cuda" : "cpu",
            w->device.kind == ZS_DEV_CUDA ? zs_gpu_device_name(w->device.index) : "host",
            ck->nfiles, ck->ntensors, (unsigned long long)s->bytes, (unsigned long long)w->bytes,
            s->parse_s, s->setup_s, s->read_s, s->copy_tail_s, load_s, s->parse_s + s->total_s,
            load_s > 0 ? (double)s->bytes / load_s / 1e9 : 0.0, (unsigned long long)s->bytes_direct,
            a->opts.readahead ? "true" : "false", s->threads, s->chunk_bytes, s->staging_bytes, t_exec_start, t_resident,
-           verified ? "true" : "false");
+           verified ? "true" : "false",
+           pool_how == 0 ? "storage" : pool_how == ZS_POOL_HIT ? "pool" : "pool-filled", pool_s, pin_s);
 }
 
-static void print_table(const zs_ckpt_t *ck, const zs_weights_t *w) {
+static void print_table(const zs_ckpt_t *ck, const zs_weights_t *w, int pool_how, double pool_s, double pin_s) {
     const zs_load_stats_t *s = &w->stats;
     char b1[32], b2[32], b3[32];
     double load_s = s->total_s - s->setup_s;
@@ -128,11 +142,14 @@ static void print_table(const zs_ckpt_t *ck, const zs_weights_t *w) {
         printf("device   cpu (host memory), %d reader threads, %s chunks\n", s->threads,
                zs_cli_fmt_bytes(s->chunk_bytes, b1, sizeof b1));
     printf("parse    %8.3f s   headers and index\n", s->parse_s);
+    if (pool_how != 0) {
+        printf("pool     %8.3f s   %s\n", pool_s, zs_cli_pool_source_name(pool_how));
+        if (w->device.kind == ZS_DEV_CUDA) printf("pin      %8.3f s   page-locking the pool segment\n", pin_s);
+    }
     printf("setup    %8.3f s   %s\n", s->setup_s,
            w->device.kind == ZS_DEV_CUDA ? "CUDA context + device allocation" : "host allocation");
-    printf("read     %8.3f s   %s read, %.0f%% with O_DIRECT\n", s->read_s,
-           zs_cli_fmt_bytes(s->bytes, b1, sizeof b1),
-           s->bytes ? 100.0 * (double)s->bytes_direct / (double)s->bytes : 0.0);
+    printf("read     %8.3f s   %s %s, %.0f%% with O_DIRECT\n", s->read_s, zs_cli_fmt_bytes(s->bytes, b1, sizeof b1),
+           pool_how ? "copied from the pool" : "read", s->bytes ? 100.0 * (double)s->bytes_direct / (double)s->bytes : 0.0);
     printf("copy     %8.3f s   after the last read (copies overlap the reads)\n", s->copy_tail_s);
     printf("total    %8.3f s   load %.2f GB/s (read + copy), %.2f GB/s including setup\n",
            s->parse_s + s->total_s, load_s > 0 ? (double)s->bytes / load_s / 1e9 : 0.0,
@@ -159,12 +176,40 @@ int zs_cmd_load(int argc, char **argv) {
         return 1;
     }
     double parse_s = zs_now() - t0;
+    /* Through the hot model pool: attach (filling it from storage when missing or stale),
+     * page-lock it for the GPU, and copy from there. */
+    zs_pool_t *pool = NULL;
+    zs_pool_model_t *pm = NULL;
+    zs_pool_source_t how = ZS_POOL_HIT;
+    double pool_s = 0, pin_s = 0;
+    if (a.use_pool) {
+        double tp = zs_now();
+        int prc = zs_pool_open(&a.pool, &pool, &err);
+        if (prc == ZS_OK) prc = zs_pool_acquire(pool, ck, &pm, &how, &err);
+        pool_s = zs_now() - tp;
+        if (prc == ZS_OK && a.opts.device.kind == ZS_DEV_CUDA) {
+            tp = zs_now();
+            prc = zs_gpu_set_device(a.opts.device.index, &err);
+            if (prc == ZS_OK) prc = zs_pool_model_pin(pm, &err);
+            pin_s = zs_now() - tp;
+        }
+        if (prc != ZS_OK) {
+            fprintf(stderr, "zerostart load: %s\n", err.msg);
+            zs_pool_release(pm);
+            zs_pool_close(pool);
+            zs_ckpt_close(ck);
+            return 1;
+        }
+        zs_pool_model_load_opts(pm, &a.opts);
+    }
     int tty = !a.json && isatty(STDERR_FILENO);
     a.opts.on_progress = on_progress;
     zs_load_t *ld = NULL;
     double t_load = zs_now();
     if (zs_load_begin(ck, &a.opts, &ld, &err) != ZS_OK) {
         fprintf(stderr, "zerostart load: %s\n", err.msg);
+        zs_pool_release(pm);
+        zs_pool_close(pool);
         zs_ckpt_close(ck);
         return 1;
     }
@@ -187,6 +232,8 @@ int zs_cmd_load(int argc, char **argv) {
     }
     if (rc != ZS_OK) {
         fprintf(stderr, "zerostart load: %s\n", err.msg);
+        zs_pool_release(pm);
+        zs_pool_close(pool);
         zs_ckpt_close(ck);
         return 1;
     }
@@ -197,16 +244,20 @@ int zs_cmd_load(int argc, char **argv) {
         if (zs_weights_verify(w, &checked, &err) != ZS_OK) {
             fprintf(stderr, "zerostart load: verification FAILED: %s\n", err.msg);
             zs_weights_free(w);
+            zs_pool_release(pm);
+            zs_pool_close(pool);
             zs_ckpt_close(ck);
             return 1;
         }
         verified = 1;
     }
-    if (a.json) print_json(&a, ck, w, t_exec_start, t_resident, verified);
-    else print_table(ck, w);
+    if (a.json) print_json(&a, ck, w, t_exec_start, t_resident, verified, a.use_pool ? (int)how : 0, pool_s, pin_s);
+    else print_table(ck, w, a.use_pool ? (int)how : 0, pool_s, pin_s);
     if (verified && !a.json)
         printf("verify   every tensor (%llu bytes) matches a buffered read of its file\n", (unsigned long long)checked);
     zs_weights_free(w);
+    zs_pool_release(pm);
+    zs_pool_close(pool);
     zs_ckpt_close(ck);
     return 0;
 }

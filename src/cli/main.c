@@ -10,7 +10,8 @@ static void usage(FILE *f) {
             "\n"
             "commands:\n"
             "  load PATH [--device cuda:N|cpu] [--threads N] [--chunk SIZE] [--staging SIZE]\n"
-            "            [--slots N] [--direct auto|on|off] [--readahead] [--verify] [--json]\n"
+            "            [--slots N] [--direct auto|on|off] [--readahead] [--pool] [--pool-dir DIR]\n"
+            "            [--pool-size SIZE] [--verify] [--json]\n"
             "        load a Hugging Face model directory (or .safetensors file) into GPU or host\n"
             "        memory and print a timing breakdown\n"
             "  run MODEL_DIR -p PROMPT [--chat] [--device cuda:N|cpu] [--max-tokens N] [--temperature T] ...\n"
@@ -19,6 +20,8 @@ static void usage(FILE *f) {
             "        write a synthetic Llama-architecture checkpoint with random weights\n"
             "  demo [--dir DIR] [--device cuda:N|cpu]\n"
             "        write the built-in synthetic model and load it\n"
+            "  pool ls|warm|evict|verify [MODEL_DIR] [--pool-dir DIR] [--pool-size SIZE]\n"
+            "        the hot model pool in host memory (default /dev/shm/zerostart-pool)\n"
             "  probe [--disk] [--cache] [--threads N,...] [--chunk SIZE,...] [--h2d SIZE] FILE...\n"
             "        measure storage (O_DIRECT), page-cache and pinned host->GPU bandwidth\n");
 }
@@ -33,7 +36,9 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "synth") == 0) return zs_cmd_synth(argc - 1, argv + 1);
     if (strcmp(argv[1], "demo") == 0) return zs_cmd_demo(argc - 1, argv + 1);
     if (strcmp(argv[1], "probe") == 0) return zs_cmd_probe(argc - 1, argv + 1);
+    if (strcmp(argv[1], "serve") == 0) return zs_cmd_serve(argc - 1, argv + 1);
     if (strcmp(argv[1], "run") == 0) return zs_cmd_run(argc - 1, argv + 1);
+    if (strcmp(argv[1], "pool") == 0) return zs_cmd_pool(argc - 1, argv + 1);
     fprintf(stderr, "zerostart: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;

@@ -75,6 +75,14 @@ void zs_load_opts_default(zs_load_opts_t *o) {
 
 int zs_cuda_device_count(void) { return zs_gpu_count(); }
 
+int zs_load_alloc_bytes(const zs_ckpt_t *ck, uint64_t *bytes, zs_err_t *err) {
+    zs_plan_t p;
+    int rc = zs_plan_build(ck, NULL, ZS_DEFAULT_CHUNK, &p, err);
+    if (rc == ZS_OK) *bytes = p.alloc_bytes;
+    zs_plan_free(&p);
+    return rc;
+}
+
 static void load_fail(zs_load_t *ld, const zs_err_t *e) {
     pthread_mutex_lock(&ld->mu);
     if (!ld->failed) {
@@ -128,7 +136,6 @@ static void *load_map(size_t bytes) {
 static void *load_map_populated(size_t bytes) {
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return NULL;
-    madvise(p, bytes, MADV_HUGEPAGE);
     (void)madvise(p, bytes, MADV_POPULATE_WRITE); /* kernels before 5.14: pages fault in on first read */
     return p;
 }
@@ -178,16 +185,23 @@ static int worker_retire_slot(zs_load_worker_t *wk, int s, zs_err_t *err) {
     return ZS_OK;
 }
 
-/* One chunk to the GPU through staging slot s. */
+/* One chunk to the GPU through staging slot s (or straight from pinned source memory). */
 static int worker_chunk_gpu(zs_load_worker_t *wk, size_t ci, int s, zs_err_t *err) {
     zs_load_t *ld = wk->ld;
     const zs_chunk_t *c = &ld->plan.chunks[ci];
     int rc = worker_retire_slot(wk, s, err);
     if (rc != ZS_OK) return rc;
     void *data;
-    int direct;
-    rc = zs_io_read(&ld->files[c->file], ld->io_mode, c->src, c->len, NULL, wk->slot[s], &data, &direct, err);
-    if (rc != ZS_OK) return rc;
+    int direct = 0;
+    if (ld->opts.source != NULL && ld->opts.source_pinned) {
+        data = (char *)ld->opts.source + c->dst;
+    } else if (ld->opts.source != NULL) {
+        memcpy(wk->slot[s], (const char *)ld->opts.source + c->dst, c->len);
+        data = wk->slot[s];
+    } else {
+        rc = zs_io_read(&ld->files[c->file], ld->io_mode, c->src, c->len, NULL, wk->slot[s], &data, &direct, err);
+        if (rc != ZS_OK) return rc;
+    }
     load_progress(ld, c->len, direct);
     rc = zs_gpu_memcpy_h2d_async((char *)ld->w->base + c->dst, data, c->len, wk->stream, err);
     if (rc == ZS_OK) rc = zs_gpu_event_record(wk->ev[s], wk->stream, err);
@@ -201,6 +215,12 @@ static int worker_chunk_gpu(zs_load_worker_t *wk, size_t ci, int s, zs_err_t *er
 static int worker_chunk_host(zs_load_worker_t *wk, size_t ci, zs_err_t *err) {
     zs_load_t *ld = wk->ld;
     const zs_chunk_t *c = &ld->plan.chunks[ci];
+    if (ld->opts.source != NULL) {
+        memcpy((char *)ld->w->base + c->dst, (const char *)ld->opts.source + c->dst, c->len);
+        load_progress(ld, c->len, 0);
+        load_chunk_resident(ld, ci);
+        return ZS_OK;
+    }
     int direct;
     int rc = zs_io_read(&ld->files[c->file], ld->io_mode, c->src, c->len, (char *)ld->w->base + c->dst,
                         wk->slot[0], NULL, &direct, err);
@@ -299,7 +319,7 @@ static void load_free(zs_load_t *ld) {
 
 void zs_weights_free(zs_weights_t *w) {
     if (w == NULL) return;
-    if (w->base != NULL) {
+    if (w->base != NULL && !w->base_borrowed) {
         if (w->device.kind == ZS_DEV_CUDA) zs_gpu_free(w->base);
         else munmap(w->base, w->bytes);
     }
@@ -353,7 +373,7 @@ static int load_setup(zs_load_t *ld, zs_err_t *err) {
         ld->tensor_left[i] = ck->tensors[i].nbytes;
         if (ck->tensors[i].nbytes > 0) ld->layer_left[ck->tensors[i].layer + 1]++;
     }
-    for (uint32_t i = 0; i < ck->nfiles; i++) {
+    for (uint32_t i = 0; i < ck->nfiles && ld->opts.source == NULL; i++) {
         rc = zs_io_open(&ld->files[i], ck->files[i].path, ld->io_mode, err);
         if (rc != ZS_OK) return rc;
     }
@@ -364,6 +384,11 @@ static int load_setup(zs_load_t *ld, zs_err_t *err) {
         rc = zs_gpu_set_device(ld->opts.device.index, err);
         if (rc == ZS_OK) rc = zs_gpu_malloc(&w->base, w->bytes, err);
         if (rc != ZS_OK) return rc;
+    } else if (ld->opts.host_dest != NULL) {
+        if ((uintptr_t)ld->opts.host_dest % ZS_TENSOR_ALIGN != 0)
+            return zs_err_set(err, ZS_EINVAL, "host destination is not %u-byte aligned", ZS_TENSOR_ALIGN);
+        w->base = ld->opts.host_dest;
+        w->base_borrowed = 1;
     } else {
         w->base = load_map_populated(w->bytes);
         if (w->base == NULL)
@@ -434,7 +459,7 @@ int zs_load_begin(const zs_ckpt_t *ck, const zs_load_opts_t *opts, zs_load_t **o
         return rc;
     }
     ld->w->stats.setup_s = zs_now() - ld->t_begin;
-    if (ld->opts.readahead && ld->io_mode != ZS_IO_DIRECT) rc = load_start_prefetch(ld, err);
+    if (ld->opts.readahead && ld->io_mode != ZS_IO_DIRECT && ld->opts.source == NULL) rc = load_start_prefetch(ld, err);
     if (rc == ZS_OK) rc = load_start_threads(ld, err);
     if (rc != ZS_OK) {
         zs_weights_t *w = NULL;
