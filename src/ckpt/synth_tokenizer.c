@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/utf8.h"
 #include "zerostart/synth.h"
 
 int zs_synth_write_tokenizer(const char *dir, int vocab, int *bos, int *eos, int *eot, zs_err_t *err);
@@ -37,15 +38,7 @@ static void byte_to_utf8(unsigned b, char out[4]) {
         }
         ready = 1;
     }
-    unsigned cp = map[b];
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        out[1] = 0;
-    } else {
-        out[0] = (char)(0xC0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3F));
-        out[2] = 0;
-    }
+    out[zs_utf8_encode(map[b], out)] = 0; /* at most 2 bytes: code points < 0x144 */
 }
 
 /* Maps raw text to its byte-level token string. */

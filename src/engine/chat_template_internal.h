@@ -10,6 +10,7 @@
 #include <jansson.h>
 
 #include "zerostart/chat_template.h"
+#include "common/utf8.h"
 #include "zerostart/err.h"
 
 #define CT_MAX_NEST 128        /* parser nesting (expressions and blocks) */
@@ -213,7 +214,6 @@ int ct_strval(ct_ctx *c, ct_val v, size_t off, ct_val *out); /* str(v) as CT_STR
 /* UTF-8 helpers. */
 size_t ct_utf8_len(const char *s, size_t n);              /* code points */
 size_t ct_utf8_decode(const char *s, size_t n, uint32_t *cp); /* bytes used, >= 1 */
-size_t ct_utf8_encode(uint32_t cp, char out[4]);
 int ct_py_space(uint32_t cp);                              /* Python str.isspace() */
 int ct_utf8_valid(const char *s, size_t n);
 

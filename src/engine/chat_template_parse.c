@@ -164,7 +164,7 @@ static int lex_string(P *p, size_t pos, size_t *endp) {
         if (cp >= 0xD800 && cp <= 0xDFFF)
             return fail(p, k, ZS_EUNSUPPORTED, "surrogate code points in strings are not supported", NULL);
         char enc[4];
-        size_t el = ct_utf8_encode(cp, enc);
+        size_t el = zs_utf8_encode(cp, enc);
         /* an escape never produces more bytes than its own spelling */
         memcpy(out + o, enc, el);
         o += el;

@@ -5,6 +5,7 @@
 #define ZS_ENGINE_TOKENIZER_INTERNAL_H
 
 #include "zerostart/err.h"
+#include "common/utf8.h"
 #include "zerostart/tokenizer.h"
 
 #include <stddef.h>
@@ -62,7 +63,6 @@ int tok_pairmap_get(const tok_pairmap *m, int32_t a, int32_t b, uint32_t *rank, 
 size_t tok_utf8_valid_len(const unsigned char *s, size_t n);
 /* Decodes the (valid) UTF-8 character at s; returns its byte length. */
 size_t tok_utf8_decode(const char *s, uint32_t *cp);
-size_t tok_utf8_encode(uint32_t cp, char out[4]);
 /* Appends s[0..n) to out with every maximal invalid subsequence replaced by U+FFFD (the
  * policy of Python's errors='replace' and Rust's from_utf8_lossy). */
 int tok_utf8_lossy(tok_buf *out, const char *s, size_t n);

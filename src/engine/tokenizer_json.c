@@ -259,7 +259,7 @@ static int load_pretok(ld *L, json_t *o, const char *path, int depth) {
     } else {
         uint32_t cp;
         if ((rc = req_char(L, o, "replacement", path, &cp))) return rc;
-        st->repl_len = tok_utf8_encode(cp, st->repl);
+        st->repl_len = zs_utf8_encode(cp, st->repl);
         if ((rc = load_prepend_scheme(L, o, path, &st->prepend_scheme))) return rc;
         if ((rc = opt_bool(L, o, "split", path, 1, &st->split))) return rc;
     }

@@ -386,7 +386,7 @@ static int byte_map(tok_piece *p) {
     size_t o = 0;
     for (size_t i = 0; i < p->len; i++) {
         char enc[4];
-        size_t k = tok_utf8_encode(tok_byte_to_cp((unsigned char)p->s[i]), enc);
+        size_t k = zs_utf8_encode(tok_byte_to_cp((unsigned char)p->s[i]), enc);
         for (size_t j = 0; j < k; j++) {
             np->s[o] = enc[j];
             np->orig[o++] = p->orig[i];

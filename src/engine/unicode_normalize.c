@@ -5,6 +5,7 @@
  * the Rust crate unicode-normalization-alignments that the reference tokenizers package uses
  * (Unicode 9.0 tables, generated into unicode_tables.c). */
 #include "engine/unicode_normalize.h"
+#include "common/utf8.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -90,29 +91,6 @@ static size_t utf8_next(const unsigned char *s, size_t n, uint32_t *cp) {
     if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
     *cp = v;
     return len;
-}
-
-static size_t utf8_put(uint32_t cp, char *o) {
-    if (cp < 0x80) {
-        o[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        o[0] = (char)(0xC0 | (cp >> 6));
-        o[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xE0 | (cp >> 12));
-        o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        o[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    o[0] = (char)(0xF0 | (cp >> 18));
-    o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    o[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    o[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
 }
 
 /* Code points with, per slot, the byte offset of the input character the slot is aligned to. */
@@ -290,7 +268,7 @@ int unorm_utf8(unorm_form form, const char *s, size_t n, char **out, size_t *out
     if (src && (op = malloc((olen ? olen : 1) * sizeof *op)) == NULL) goto oom;
     size_t w = 0;
     for (size_t i = 0; i < b.n; i++) {
-        size_t k = utf8_put(b.cp[i], o + w);
+        size_t k = zs_utf8_encode(b.cp[i], o + w);
         if (op)
             for (size_t j = 0; j < k; j++) op[w + j] = b.pos[i];
         w += k;
