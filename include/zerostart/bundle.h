@@ -13,6 +13,7 @@
 #include "zerostart/engine.h"
 #include "zerostart/err.h"
 #include "zerostart/load.h"
+#include "zerostart/pool.h"
 #include "zerostart/tokenizer.h"
 
 #ifdef __cplusplus
@@ -25,16 +26,32 @@ typedef struct zs_bundle_opts {
     zs_load_opts_t load;          /* load.device picks the device (and the engine backend) */
     zs_engine_opts_t engine;      /* .backend is set from the device */
     int require_tokenizer;        /* fail when tokenizer.json is missing or unusable */
+    zs_pool_t *pool;              /* optional: load through the hot model pool (fill if needed) */
 } zs_bundle_opts_t;
 
 void zs_bundle_opts_default(zs_bundle_opts_t *o);
 
-/* Seconds from the start of zs_bundle_open. */
+/* Where the weights came from. */
+typedef enum zs_weights_source {
+    ZS_SRC_PAGE_CACHE = 1,        /* storage, every byte found in the page cache */
+    ZS_SRC_DISK = 2,              /* storage, some bytes read from the device */
+    ZS_SRC_POOL = 3,              /* hot model pool (already there) */
+    ZS_SRC_POOL_FILLED = 4,       /* hot model pool, filled from storage by this start */
+} zs_weights_source_t;
+
+const char *zs_weights_source_name(zs_weights_source_t s); /* "page-cache", "disk", "pool", "pool-filled" */
+
+/* Seconds from the start of zs_bundle_open, and what the start moved. */
 typedef struct zs_bundle_timeline {
     double opened;                /* headers, index and config parsed */
+    double pool;                  /* pool segment attached (or filled), pinned; 0 without a pool */
     double tokenizer;             /* tokenizer and chat template ready (overlaps the weights) */
+    double first_layer;           /* embeddings and layer 0 resident */
     double weights;               /* every tensor resident */
     double engine;                /* engine built: ready to generate */
+    zs_weights_source_t source;
+    uint64_t bytes;               /* weight bytes moved to the device */
+    double load_gbps;             /* bytes / (weights - load start) */
 } zs_bundle_timeline_t;
 
 typedef struct zs_bundle {
@@ -47,9 +64,12 @@ typedef struct zs_bundle {
     int32_t stop_ids[ZS_BUNDLE_MAX_STOP]; /* generation_config.json eos_token_id, else config.json's */
     int32_t nstop;
     zs_bundle_timeline_t timeline;
+    zs_pool_model_t *pooled;      /* the pool segment the weights came from, kept attached */
 } zs_bundle_t;
 
 int zs_bundle_open(const char *dir, const zs_bundle_opts_t *opts, zs_bundle_t **out, zs_err_t *err);
+/* The timeline as a JSON object (malloc'd text), with first_token_s added when >= 0. */
+char *zs_bundle_timeline_json(const zs_bundle_t *b, double first_token_s);
 void zs_bundle_free(zs_bundle_t *b);
 
 #ifdef __cplusplus

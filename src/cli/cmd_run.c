@@ -12,8 +12,9 @@
 #include "zerostart/sampling.h"
 
 typedef struct run_args {
-    const char *dir, *prompt, *system, *device;
-    int chat, ignore_eos, threads;
+    const char *dir, *prompt, *system, *device, *timeline_json;
+    int chat, ignore_eos, threads, use_pool;
+    zs_pool_opts_t pool;
     long max_tokens;
     uint64_t kv_bytes;
     zs_sampling_params_t sp;
@@ -23,7 +24,8 @@ static int run_usage(void) {
     fprintf(stderr,
             "usage: zerostart run MODEL_DIR -p PROMPT [--chat] [--system TEXT] [--device cpu|cuda:N]\n"
             "                     [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P]\n"
-            "                     [--repetition-penalty R] [--seed S] [--ignore-eos] [--threads N] [--kv SIZE]\n");
+            "                     [--repetition-penalty R] [--seed S] [--ignore-eos] [--threads N] [--kv SIZE]\n"
+            "                     [--pool] [--pool-dir DIR] [--pool-size SIZE] [--timeline-json FILE]\n");
     return 2;
 }
 
@@ -44,11 +46,15 @@ static int parse_run_args(int argc, char **argv, run_args_t *a) {
         long n;
         int bad = 0;
         if (strcmp(o, "--chat") == 0) a->chat = 1;
+        else if (strcmp(o, "--pool") == 0) a->use_pool = 1;
         else if (strcmp(o, "--ignore-eos") == 0) a->ignore_eos = 1;
         else if (v == NULL && o[0] == '-') bad = 1;
         else if (strcmp(o, "-p") == 0 || strcmp(o, "--prompt") == 0) a->prompt = argv[++i];
         else if (strcmp(o, "--system") == 0) a->system = argv[++i];
         else if (strcmp(o, "--device") == 0) a->device = argv[++i];
+        else if (strcmp(o, "--timeline-json") == 0) a->timeline_json = argv[++i];
+        else if (strcmp(o, "--pool-dir") == 0) a->pool.dir = argv[++i], a->use_pool = 1;
+        else if (strcmp(o, "--pool-size") == 0) bad = zs_cli_parse_size(argv[++i], &a->pool.capacity), a->use_pool = 1;
         else if (strcmp(o, "--max-tokens") == 0) bad = zs_cli_parse_int(argv[++i], 1, 1 << 20, &a->max_tokens);
         else if (strcmp(o, "--threads") == 0) bad = zs_cli_parse_int(argv[++i], 1, 256, &n) || (a->threads = (int)n, 0);
         else if (strcmp(o, "--seed") == 0) bad = zs_cli_parse_int(argv[++i], 0, 1L << 62, &n) || (a->sp.seed = (uint64_t)n, 0);
@@ -117,9 +123,16 @@ int zs_cmd_run(int argc, char **argv) {
     } else {
         bo.load.device.kind = zs_cuda_device_count() > 0 ? ZS_DEV_CUDA : ZS_DEV_CPU;
     }
+    zs_pool_t *pool = NULL;
+    if (a.use_pool && zs_pool_open(&a.pool, &pool, &err) != ZS_OK) {
+        fprintf(stderr, "zerostart run: %s\n", err.msg);
+        return 1;
+    }
+    bo.pool = pool;
     zs_bundle_t *b = NULL;
     if (zs_bundle_open(a.dir, &bo, &b, &err) != ZS_OK) {
         fprintf(stderr, "zerostart run: %s\n", err.msg);
+        zs_pool_close(pool);
         return 1;
     }
     int32_t *ids = NULL, seq = -1, tok = 0;
@@ -168,11 +181,20 @@ int zs_cmd_run(int argc, char **argv) {
         const zs_bundle_timeline_t *tl = &b->timeline;
         const zs_load_stats_t *ls = &b->weights->stats;
         char bytes[32];
+        (void)ls;
         fprintf(stderr,
-                "\ntimeline  config %.3f s | tokenizer+template %.3f s | weights %.3f s (%s, %.2f GB/s) | engine %.3f s"
-                " | first token %.3f s (from process start)\n",
-                tl->opened, tl->tokenizer, tl->weights, zs_cli_fmt_bytes(ls->bytes, bytes, sizeof bytes),
-                ls->total_s > 0 ? (double)ls->bytes / ls->total_s / 1e9 : 0.0, tl->engine, t_first - t0);
+                "\ntimeline  config %.3f s | tokenizer+template %.3f s | layer 0 %.3f s | weights %.3f s (%s from %s, "
+                "%.2f GB/s) | engine %.3f s | first token %.3f s (from process start)\n",
+                tl->opened, tl->tokenizer, tl->first_layer, tl->weights, zs_cli_fmt_bytes(tl->bytes, bytes, sizeof bytes),
+                zs_weights_source_name(tl->source), tl->load_gbps, tl->engine, t_first - t0);
+        if (a.timeline_json != NULL) {
+            char *js = zs_bundle_timeline_json(b, t_first - t0);
+            FILE *f = fopen(a.timeline_json, "w");
+            if (js == NULL || f == NULL || fputs(js, f) < 0 || fputc('\n', f) == EOF)
+                fprintf(stderr, "zerostart run: cannot write %s\n", a.timeline_json);
+            if (f) fclose(f);
+            free(js);
+        }
         fprintf(stderr, "prompt    %zu tokens, prefill + first token %.3f s (%.1f tok/s)\n", n, t_first - t_ready,
                 (double)n / (t_first - t_ready));
         fprintf(stderr, "generate  %ld tokens, %.1f tok/s after the first; stopped: %s\n", generated,
@@ -185,5 +207,6 @@ int zs_cmd_run(int argc, char **argv) {
     free(ids);
     free(logits);
     zs_bundle_free(b);
+    zs_pool_close(pool);
     return rc == ZS_OK ? 0 : 1;
 }

@@ -9,6 +9,17 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "gpu/gpu_rt.h"
+
+const char *zs_weights_source_name(zs_weights_source_t s) {
+    switch (s) {
+    case ZS_SRC_PAGE_CACHE: return "page-cache";
+    case ZS_SRC_DISK: return "disk";
+    case ZS_SRC_POOL: return "pool";
+    case ZS_SRC_POOL_FILLED: return "pool-filled";
+    }
+    return "unknown";
+}
 
 void zs_bundle_opts_default(zs_bundle_opts_t *o) {
     memset(o, 0, sizeof *o);
@@ -78,6 +89,20 @@ int zs_bundle_open(const char *dir, const zs_bundle_opts_t *opts, zs_bundle_t **
         rc = zs_err_set(err, ZS_ENOENT, "%s: no config.json", dir);
     if (rc != ZS_OK) goto fail;
     b->timeline.opened = zs_now() - t0;
+    b->timeline.source = ZS_SRC_PAGE_CACHE;
+    if (o.pool != NULL) {
+        zs_pool_source_t how;
+        rc = zs_pool_acquire(o.pool, b->ckpt, &b->pooled, &how, err);
+        if (rc == ZS_OK && o.load.device.kind == ZS_DEV_CUDA) {
+            rc = zs_gpu_set_device(o.load.device.index, err);
+            if (rc == ZS_OK) rc = zs_pool_model_pin(b->pooled, err);
+        }
+        if (rc != ZS_OK) goto fail;
+        zs_pool_model_load_opts(b->pooled, &o.load);
+        b->timeline.source = how == ZS_POOL_HIT ? ZS_SRC_POOL : ZS_SRC_POOL_FILLED;
+        b->timeline.pool = zs_now() - t0;
+    }
+    double t_load = zs_now();
     zs_load_t *ld = NULL;
     rc = zs_load_begin(b->ckpt, &o.load, &ld, err);
     if (rc != ZS_OK) goto fail;
@@ -85,13 +110,20 @@ int zs_bundle_open(const char *dir, const zs_bundle_opts_t *opts, zs_bundle_t **
     if (rc == ZS_OK) rc = bundle_generation_stops(b, err);
     b->timeline.tokenizer = zs_now() - t0;
     zs_err_t lerr = {0};
-    int lrc = zs_load_finish(ld, &b->weights, &lerr);
+    int lrc = zs_load_wait_layer(ld, -1, &lerr);
+    if (lrc == ZS_OK && b->ckpt->nlayers > 0) lrc = zs_load_wait_layer(ld, 0, &lerr);
+    b->timeline.first_layer = zs_now() - t0;
+    zs_err_clear(&lerr);
+    lrc = zs_load_finish(ld, &b->weights, &lerr);
     if (rc == ZS_OK && lrc != ZS_OK) {
         rc = lrc;
         if (err != NULL && err->code == ZS_OK) *err = lerr;
     }
     if (rc != ZS_OK) goto fail;
     b->timeline.weights = zs_now() - t0;
+    b->timeline.bytes = b->weights->stats.bytes;
+    b->timeline.load_gbps = (double)b->timeline.bytes / (zs_now() - t_load) / 1e9;
+    if (o.pool == NULL && b->weights->stats.bytes_direct > 0) b->timeline.source = ZS_SRC_DISK;
     rc = zs_engine_create(b->ckpt, b->weights, &o.engine, &b->engine, err);
     if (rc != ZS_OK) goto fail;
     if (b->nstop == 0) {
@@ -117,6 +149,19 @@ void zs_bundle_free(zs_bundle_t *b) {
     zs_chat_template_free(b->chat);
     zs_tok_free(b->tok);
     zs_weights_free(b->weights);
+    zs_pool_release(b->pooled);
     zs_ckpt_close(b->ckpt);
     free(b);
+}
+
+char *zs_bundle_timeline_json(const zs_bundle_t *b, double first_token_s) {
+    const zs_bundle_timeline_t *t = &b->timeline;
+    json_t *j = json_pack("{s:s,s:s,s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:f}", "model", b->ckpt->dir, "source",
+                          zs_weights_source_name(t->source), "bytes", (json_int_t)t->bytes, "load_gbps", t->load_gbps,
+                          "opened_s", t->opened, "pool_s", t->pool, "tokenizer_s", t->tokenizer, "first_layer_s",
+                          t->first_layer, "weights_s", t->weights, "engine_s", t->engine);
+    if (j != NULL && first_token_s >= 0) json_object_set_new(j, "first_token_s", json_real(first_token_s));
+    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    return s;
 }

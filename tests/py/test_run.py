@@ -103,3 +103,21 @@ def test_missing_model_and_tokenizer(tmp_path, model, zerostart_asan):
             (d / f.name).write_bytes(f.read_bytes())
     r = run(zerostart_asan, d, "-p", "x")
     assert r.returncode == 1 and b"no tokenizer.json" in r.stderr
+
+
+def test_run_through_the_pool_with_timeline(model, zerostart_asan, tmp_path):
+    import os
+    env = dict(os.environ, ZS_POOL_DIR=str(tmp_path / "pool"))
+    plain = run(zerostart_asan, model, "-p", "the model", "--max-tokens", 8)
+    sources = []
+    for i in range(2):
+        tl = tmp_path / f"tl{i}.json"
+        r = subprocess.run([str(zerostart_asan), "run", str(model), "-p", "the model", "--max-tokens", "8", "--pool",
+                            "--timeline-json", str(tl)], capture_output=True, env=env)
+        assert r.returncode == 0, r.stderr.decode()
+        assert r.stdout == plain.stdout
+        t = json.loads(tl.read_text())
+        sources.append(t["source"])
+        assert t["bytes"] > 0 and t["model"] == str(model)
+        assert 0 < t["opened_s"] <= t["first_layer_s"] <= t["weights_s"] <= t["engine_s"] <= t["first_token_s"]
+    assert sources == ["pool-filled", "pool"]
