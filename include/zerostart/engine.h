@@ -29,6 +29,14 @@ typedef struct zs_engine_opts {
     int32_t block_size;           /* positions per KV block; 0 = 16 */
     int32_t max_step_tokens;      /* tokens per forward step; longer inputs are split into
                                      several steps (chunked prefill); 0 = 256 */
+    double kv_gpu_fraction;       /* CUDA backend, when kv_blocks == 0 and kv_bytes == 0: KV
+                                     capacity = this fraction, in (0, 1], of the GPU memory
+                                     free (cudaMemGetInfo) once the weights and the activation
+                                     buffers are allocated (clamped to the block-count limit).
+                                     Leave room for the backend's scratch, allocated on first
+                                     use: about max_step_tokens * intermediate_size * 2 bytes
+                                     plus cuBLAS's workspace; 0.9 suits a dedicated GPU.
+                                     0 = the kv_bytes default */
 } zs_engine_opts_t;
 
 void zs_engine_opts_default(zs_engine_opts_t *o);
@@ -36,11 +44,13 @@ void zs_engine_opts_default(zs_engine_opts_t *o);
 typedef struct zs_engine zs_engine_t;
 
 /* Builds an engine over loaded weights (their device must match the backend: CPU weights
- * for the CPU backend). Parses ck->config_json and checks every tensor against it. ck and w
+ * for the CPU backend, weights on a CUDA device for the CUDA backend, which then runs on that
+ * device; its KV cache is BF16, the CPU backend's F32). Parses ck->config_json and checks every tensor against it. ck and w
  * must outlive the engine. */
 int zs_engine_create(const zs_ckpt_t *ck, const zs_weights_t *w, const zs_engine_opts_t *opts,
                      zs_engine_t **out, zs_err_t *err);
-/* Same from config.json text and a tensor lookup (weights already on weights_device). */
+/* Same from config.json text and a tensor lookup (weights already on weights_device; for
+ * ZS_DEV_CUDA the calling thread's current CUDA device). */
 int zs_engine_create_from(const char *config_json, size_t len, zs_wlookup_fn lookup, void *ctx,
                           zs_device_kind_t weights_device, const zs_engine_opts_t *opts,
                           zs_engine_t **out, zs_err_t *err);
@@ -57,6 +67,14 @@ int zs_engine_seq_fork(zs_engine_t *e, int32_t src, int32_t *dst, zs_err_t *err)
 int zs_engine_seq_free(zs_engine_t *e, int32_t seq, zs_err_t *err);
 /* Positions held by seq, or -1 for an invalid id. */
 int64_t zs_engine_seq_len(const zs_engine_t *e, int32_t seq);
+/* New sequence sharing only the first `ntokens` positions of src, which must be a multiple
+ * of the block size and at most src's length rounded down to it (0 gives an empty
+ * sequence). Used for prefix caching: a cached prompt prefix is attached to a new request. */
+int zs_engine_seq_fork_prefix(zs_engine_t *e, int32_t src, int64_t ntokens, int32_t *dst,
+                              zs_err_t *err);
+/* Number of KV blocks in seq's block table (-1 for an invalid id); *blocks (when blocks is
+ * not NULL) points at the table, valid until the next call that changes the sequence. */
+int32_t zs_engine_seq_blocks(const zs_engine_t *e, int32_t seq, const int32_t **blocks);
 
 /* --- forward ---------------------------------------------------------------------------- */
 typedef struct zs_engine_item {

@@ -98,5 +98,8 @@ struct zs_backend {
 
 /* CPU backend: threads = 0 picks the number of online CPUs (capped at 64). */
 int zs_cpu_backend_create(int threads, zs_backend_t **out, zs_err_t *err);
+/* CUDA backend on GPU `device` (-1: the calling thread's current device); its KV pool must be
+ * BF16. Builds without CUDA answer ZS_EUNSUPPORTED (src/gpu/none_backend.c). */
+int zs_cuda_backend_create(int device, zs_backend_t **out, zs_err_t *err);
 
 #endif

@@ -4,11 +4,13 @@
  * step (positions, KV slots, block tables) for the backend. */
 #include "zerostart/engine.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "engine/backend.h"
 #include "engine/forward.h"
+#include "gpu/gpu_rt.h"
 
 typedef struct {
     zs_kv_seq_t kv;
@@ -67,16 +69,23 @@ void zs_engine_free(zs_engine_t *e) {
     free(e);
 }
 
-int zs_engine_create_from(const char *config_json, size_t len, zs_wlookup_fn lookup, void *ctx,
-                          zs_device_kind_t weights_device, const zs_engine_opts_t *opts,
-                          zs_engine_t **out, zs_err_t *err) {
+/* weights_index: CUDA device of the weights (-1: the current device). */
+static int engine_create(const char *config_json, size_t len, zs_wlookup_fn lookup, void *ctx,
+                         zs_device_kind_t weights_device, int weights_index,
+                         const zs_engine_opts_t *opts, zs_engine_t **out, zs_err_t *err) {
     *out = NULL;
     zs_engine_opts_t o;
     if (opts) o = *opts;
     else zs_engine_opts_default(&o);
     if (o.block_size == 0) o.block_size = 16;
     if (o.max_step_tokens == 0) o.max_step_tokens = 256;
-    if (o.kv_blocks == 0 && o.kv_bytes == 0) o.kv_bytes = (size_t)64 << 20;
+    if (!(o.kv_gpu_fraction >= 0.0 && o.kv_gpu_fraction <= 1.0))
+        return zs_err_set(err, ZS_EINVAL, "engine: kv_gpu_fraction %g outside [0, 1]",
+                          o.kv_gpu_fraction);
+    if (o.kv_gpu_fraction > 0.0 && o.backend != ZS_BACKEND_CUDA)
+        return zs_err_set(err, ZS_EINVAL, "engine: kv_gpu_fraction needs the CUDA backend");
+    const int kv_from_gpu = o.kv_blocks == 0 && o.kv_bytes == 0 && o.kv_gpu_fraction > 0.0;
+    if (o.kv_blocks == 0 && o.kv_bytes == 0 && !kv_from_gpu) o.kv_bytes = (size_t)64 << 20;
     if (o.block_size < 1 || o.block_size > 1024)
         return zs_err_set(err, ZS_EINVAL, "engine: block_size %d outside [1, 1024]", o.block_size);
     if (o.max_step_tokens < 1 || o.max_step_tokens > 65536)
@@ -89,6 +98,7 @@ int zs_engine_create_from(const char *config_json, size_t len, zs_wlookup_fn loo
     if ((rc = zs_model_config_parse(config_json, len, &e->cfg, err))) goto fail;
     if ((rc = zs_model_check_weights(&e->cfg, lookup, ctx, err))) goto fail;
 
+    zs_dtype_t kv_dtype = ZS_F32;
     switch (o.backend) {
     case ZS_BACKEND_CPU:
         if (weights_device != ZS_DEV_CPU) {
@@ -98,8 +108,15 @@ int zs_engine_create_from(const char *config_json, size_t len, zs_wlookup_fn loo
         if ((rc = zs_cpu_backend_create(o.threads, &e->be, err))) goto fail;
         break;
     case ZS_BACKEND_CUDA:
-        rc = zs_err_set(err, ZS_EUNSUPPORTED, "engine: the CUDA backend is not implemented yet");
-        goto fail;
+        /* first, so that builds without CUDA say so whatever the weights */
+        if ((rc = zs_cuda_backend_create(weights_index, &e->be, err))) goto fail;
+        if (weights_device != ZS_DEV_CUDA) {
+            rc = zs_err_set(err, ZS_EINVAL,
+                            "engine: the CUDA backend needs weights loaded on a CUDA device");
+            goto fail;
+        }
+        kv_dtype = ZS_BF16;
+        break;
     default:
         rc = zs_err_set(err, ZS_EINVAL, "engine: unknown backend %d", (int)o.backend);
         goto fail;
@@ -110,16 +127,27 @@ int zs_engine_create_from(const char *config_json, size_t len, zs_wlookup_fn loo
     e->model_ready = 1;
 
     if ((rc = zs_kv_layout_init(&e->layout, e->cfg.nlayers, e->cfg.nkv_heads, e->cfg.head_dim,
-                                o.block_size, ZS_F32, err)))
+                                o.block_size, kv_dtype, err)))
         goto fail;
-    uint64_t nblocks = o.kv_blocks ? o.kv_blocks : o.kv_bytes / e->layout.block_bytes;
+    const uint64_t max_blocks = (uint64_t)INT32_MAX / 4096u;
+    uint64_t nblocks;
+    if (kv_from_gpu) {
+        size_t fr = 0, tot = 0;
+        if ((rc = zs_gpu_mem_info(&fr, &tot, err))) goto fail;
+        o.kv_bytes = (size_t)floor((double)fr * o.kv_gpu_fraction);
+        nblocks = o.kv_bytes / e->layout.block_bytes;
+        if (nblocks > max_blocks) nblocks = max_blocks;
+        if (nblocks > SIZE_MAX / e->layout.block_bytes) nblocks = SIZE_MAX / e->layout.block_bytes;
+    } else {
+        nblocks = o.kv_blocks ? o.kv_blocks : o.kv_bytes / e->layout.block_bytes;
+    }
     if (nblocks < 1) {
         rc = zs_err_set(err, ZS_EINVAL,
                         "engine: KV capacity of %zu bytes holds no block (%zu bytes each)",
                         o.kv_bytes, e->layout.block_bytes);
         goto fail;
     }
-    if (nblocks > (uint64_t)INT32_MAX / 4096u || nblocks > SIZE_MAX / e->layout.block_bytes) {
+    if (nblocks > max_blocks || nblocks > SIZE_MAX / e->layout.block_bytes) {
         rc = zs_err_set(err, ZS_ERANGE, "engine: %llu KV blocks is too many",
                         (unsigned long long)nblocks);
         goto fail;
@@ -153,6 +181,12 @@ fail:
     return rc;
 }
 
+int zs_engine_create_from(const char *config_json, size_t len, zs_wlookup_fn lookup, void *ctx,
+                          zs_device_kind_t weights_device, const zs_engine_opts_t *opts,
+                          zs_engine_t **out, zs_err_t *err) {
+    return engine_create(config_json, len, lookup, ctx, weights_device, -1, opts, out, err);
+}
+
 static int weights_lookup(void *ctx, const char *name, zs_wref_t *out) {
     const zs_tensor_t *t = zs_weights_find((const zs_weights_t *)ctx, name);
     if (t == NULL || t->info == NULL) return 1;
@@ -171,8 +205,9 @@ int zs_engine_create(const zs_ckpt_t *ck, const zs_weights_t *w, const zs_engine
     if (ck->config_json == NULL)
         return zs_err_set(err, ZS_ENOENT, "engine: %s has no config.json",
                           ck->dir ? ck->dir : "checkpoint");
-    return zs_engine_create_from(ck->config_json, strlen(ck->config_json), weights_lookup,
-                                 (void *)w, w->device.kind, opts, out, err);
+    return engine_create(ck->config_json, strlen(ck->config_json), weights_lookup, (void *)w,
+                         w->device.kind, w->device.kind == ZS_DEV_CUDA ? w->device.index : -1,
+                         opts, out, err);
 }
 
 /* --- sequences ---------------------------------------------------------------------------- */
@@ -234,6 +269,36 @@ int zs_engine_seq_free(zs_engine_t *e, int32_t seq, zs_err_t *err) {
 int64_t zs_engine_seq_len(const zs_engine_t *e, int32_t seq) {
     const seq_entry_t *s = get_seq(e, seq);
     return s ? s->kv.ntokens : -1;
+}
+
+int zs_engine_seq_fork_prefix(zs_engine_t *e, int32_t src, int64_t ntokens, int32_t *dst,
+                              zs_err_t *err) {
+    const seq_entry_t *s = get_seq(e, src);
+    if (s == NULL)
+        return zs_err_set(err, ZS_EINVAL, "engine: fork of unknown sequence %d", src);
+    const int64_t bs = e->layout.block_size;
+    if (ntokens < 0 || ntokens % bs != 0 || ntokens > (s->kv.ntokens / bs) * bs)
+        return zs_err_set(err, ZS_EINVAL,
+                          "engine: fork of %lld positions of sequence %d (length %lld, block "
+                          "size %lld): not a whole number of its full blocks",
+                          (long long)ntokens, src, (long long)s->kv.ntokens, (long long)bs);
+    int32_t d;
+    int rc = zs_engine_seq_fork(e, src, &d, err);
+    if (rc) return rc;
+    zs_kv_seq_t *kv = &e->seqs[d].kv;
+    int32_t keep = (int32_t)(ntokens / bs);
+    for (int32_t i = keep; i < kv->nblocks; i++) (void)zs_kv_block_unref(&e->kv, kv->blocks[i]);
+    kv->nblocks = keep;
+    kv->ntokens = ntokens;
+    *dst = d;
+    return 0;
+}
+
+int32_t zs_engine_seq_blocks(const zs_engine_t *e, int32_t seq, const int32_t **blocks) {
+    const seq_entry_t *s = get_seq(e, seq);
+    if (s == NULL) return -1;
+    if (blocks) *blocks = s->kv.blocks;
+    return s->kv.nblocks;
 }
 
 /* --- forward ------------------------------------------------------------------------------ */

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU tests (`make test-gpu`, on a machine with a CUDA GPU): the C GPU loader tests on a
-# small synthetic model, and `zerostart load --verify` on cuda through the CLI. The binaries
+# small synthetic model, `zerostart load --verify` on cuda through the CLI, and the CUDA
+# engine against the CPU engine on tiny models. The binaries
 # come from the build folder of ZS_BIN (default build/rel), built by `make test-gpu`.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -17,5 +18,14 @@ check test_gpu_loader "$REL/test_gpu_loader" "$MODEL"
 check cli_load_verify_cuda "$BIN" load "$MODEL" --device cuda:0 --verify
 check cli_load_verify_cpu "$BIN" load "$MODEL" --device cpu --verify
 check cli_bad_device bad_device
+# CUDA engine against the CPU engine on the tiny models of every variant (q/k halved, see
+# tests/gpu/tiny_gpu_models.py; needs numpy and safetensors), with both attention kernels
+TINY=${ZS_GPU_TINY:-/tmp/zs-gpu-tiny}
+if python3 tests/gpu/tiny_gpu_models.py "$TINY" >/dev/null 2>&1; then
+  check cuda_engine_vs_cpu "$REL/test_cuda_engine" compare "$TINY"/*
+  check cuda_engine_vs_cpu_simple_attn env ZS_CUDA_ATTN=simple "$REL/test_cuda_engine" compare "$TINY"/*
+else
+  echo "skip cuda_engine_vs_cpu (tests/gpu/tiny_gpu_models.py needs numpy and safetensors)"
+fi
 echo "gpu tests: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

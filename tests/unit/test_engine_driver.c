@@ -538,13 +538,25 @@ static void test_errors(void) {
     ZT_CHECK(zs_engine_prefill(e, s, many, 40, NULL, &err) == 0);
     zs_engine_free(e);
 
-    /* CUDA backend is not there yet: refused, not crashed */
+    /* this build has no CUDA: the CUDA backend is refused, not crashed */
     zs_engine_opts_t o;
     zs_engine_opts_default(&o);
     o.backend = ZS_BACKEND_CUDA;
     e = NULL;
     ZT_CHECK(zs_engine_create_from(ST_CONFIG, strlen(ST_CONFIG), st_lookup, &g_model, ZS_DEV_CPU,
                                    &o, &e, &err) == ZS_EUNSUPPORTED);
+    ZT_CHECK(e == NULL);
+    /* KV sized from free GPU memory: CUDA only, fraction in [0, 1] */
+    zs_engine_opts_default(&o);
+    o.kv_gpu_fraction = 0.5;
+    memset(&err, 0, sizeof err);
+    ZT_CHECK(zs_engine_create_from(ST_CONFIG, strlen(ST_CONFIG), st_lookup, &g_model, ZS_DEV_CPU,
+                                   &o, &e, &err) == ZS_EINVAL);
+    ZT_CHECK_STR_CONTAINS(err.msg, "kv_gpu_fraction");
+    o.backend = ZS_BACKEND_CUDA;
+    o.kv_gpu_fraction = 1.5;
+    ZT_CHECK(zs_engine_create_from(ST_CONFIG, strlen(ST_CONFIG), st_lookup, &g_model, ZS_DEV_CPU,
+                                   &o, &e, &err) == ZS_EINVAL);
     ZT_CHECK(e == NULL);
 }
 
