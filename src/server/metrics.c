@@ -1,0 +1,195 @@
+/* Prometheus metrics: counters and histograms under one mutex, text exposition rendering. */
+#include "server/metrics.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void hist_init(zs_hist_t *h, const double *b, int nb) {
+    memset(h, 0, sizeof *h);
+    h->nb = nb;
+    memcpy(h->bounds, b, (size_t)nb * sizeof *b);
+}
+
+static void hist_add(zs_hist_t *h, double v) {
+    int i = 0;
+    while (i < h->nb && v > h->bounds[i]) i++;
+    h->counts[i]++;
+    h->sum += v;
+    h->n++;
+}
+
+int zs_metrics_init(zs_metrics_t *m) {
+    memset(m, 0, sizeof *m);
+    if (pthread_mutex_init(&m->mu, NULL) != 0) return -1;
+    static const double lat[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                 0.5,   1,      2.5,   5,    10,    30,   60};
+    static const double itl[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.04,
+                                 0.06,   0.08,  0.1,    0.25,  0.5,  1,    2.5};
+    static const double e2e[] = {0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300};
+    hist_init(&m->ttft, lat, (int)(sizeof lat / sizeof lat[0]));
+    hist_init(&m->itl, itl, (int)(sizeof itl / sizeof itl[0]));
+    hist_init(&m->e2e, e2e, (int)(sizeof e2e / sizeof e2e[0]));
+    return 0;
+}
+
+void zs_metrics_destroy(zs_metrics_t *m) { pthread_mutex_destroy(&m->mu); }
+
+void zs_metrics_status(zs_metrics_t *m, int status) {
+    if (status < 100 || status >= 600) return;
+    pthread_mutex_lock(&m->mu);
+    m->by_status[status]++;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void zs_metrics_ttft(zs_metrics_t *m, double s) {
+    pthread_mutex_lock(&m->mu);
+    hist_add(&m->ttft, s);
+    pthread_mutex_unlock(&m->mu);
+}
+
+void zs_metrics_itl(zs_metrics_t *m, double s) {
+    pthread_mutex_lock(&m->mu);
+    hist_add(&m->itl, s);
+    pthread_mutex_unlock(&m->mu);
+}
+
+void zs_metrics_request_done(zs_metrics_t *m, double e2e_s, int64_t prompt, int64_t completion,
+                             int cancelled) {
+    pthread_mutex_lock(&m->mu);
+    hist_add(&m->e2e, e2e_s);
+    m->prompt_tokens += (uint64_t)(prompt > 0 ? prompt : 0);
+    m->completion_tokens += (uint64_t)(completion > 0 ? completion : 0);
+    if (cancelled) m->cancelled++;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void zs_metrics_prefix(zs_metrics_t *m, int64_t hit_tokens) {
+    pthread_mutex_lock(&m->mu);
+    m->prefix_lookups++;
+    if (hit_tokens > 0) {
+        m->prefix_hit_requests++;
+        m->prefix_hit_tokens += (uint64_t)hit_tokens;
+    }
+    pthread_mutex_unlock(&m->mu);
+}
+
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+    int oom;
+} sbuf_t;
+
+__attribute__((format(printf, 2, 3))) static void sb_printf(sbuf_t *b, const char *fmt, ...) {
+    if (b->oom) return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->oom = 1;
+            return;
+        }
+        if (b->p && b->len + (size_t)n < b->cap) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = b->cap ? b->cap * 2 : 4096;
+        while (cap < b->len + (size_t)n + 1) cap *= 2;
+        char *np = realloc(b->p, cap);
+        if (np == NULL) {
+            b->oom = 1;
+            return;
+        }
+        b->p = np;
+        b->cap = cap;
+    }
+}
+
+static void render_hist(sbuf_t *b, const char *name, const char *help, const zs_hist_t *h) {
+    sb_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    uint64_t cum = 0;
+    for (int i = 0; i < h->nb; i++) {
+        cum += h->counts[i];
+        sb_printf(b, "%s_bucket{le=\"%g\"} %llu\n", name, h->bounds[i], (unsigned long long)cum);
+    }
+    cum += h->counts[h->nb];
+    sb_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cum);
+    sb_printf(b, "%s_sum %.9g\n%s_count %llu\n", name, h->sum, name, (unsigned long long)h->n);
+}
+
+static void render_counter(sbuf_t *b, const char *name, const char *help, uint64_t v) {
+    sb_printf(b, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", name, help, name, name,
+              (unsigned long long)v);
+}
+
+char *zs_metrics_render(zs_metrics_t *m, const zs_model_gauges_t *g, int ng, size_t *len) {
+    sbuf_t b = {0};
+    pthread_mutex_lock(&m->mu);
+    zs_metrics_t c = *m; /* snapshot; the copied mutex is never used */
+    pthread_mutex_unlock(&m->mu);
+
+    sb_printf(&b, "# HELP zerostart_requests_total HTTP requests answered, by status code.\n"
+                  "# TYPE zerostart_requests_total counter\n");
+    int any = 0;
+    for (int s = 100; s < 600; s++)
+        if (c.by_status[s]) {
+            sb_printf(&b, "zerostart_requests_total{code=\"%d\"} %llu\n", s,
+                      (unsigned long long)c.by_status[s]);
+            any = 1;
+        }
+    if (!any) sb_printf(&b, "zerostart_requests_total{code=\"200\"} 0\n");
+    render_hist(&b, "zerostart_time_to_first_token_seconds",
+                "Time from request arrival to its first generated token.", &c.ttft);
+    render_hist(&b, "zerostart_inter_token_latency_seconds",
+                "Time between consecutive generated tokens of a request.", &c.itl);
+    render_hist(&b, "zerostart_request_duration_seconds",
+                "Time from request arrival to its last token (generation requests).", &c.e2e);
+    render_counter(&b, "zerostart_prompt_tokens_total", "Prompt tokens of finished requests.",
+                   c.prompt_tokens);
+    render_counter(&b, "zerostart_completion_tokens_total", "Generated tokens.",
+                   c.completion_tokens);
+    render_counter(&b, "zerostart_prefix_cache_queries_total",
+                   "Admitted requests looked up in the prefix cache.", c.prefix_lookups);
+    render_counter(&b, "zerostart_prefix_cache_hits_total",
+                   "Admitted requests that reused cached KV blocks.", c.prefix_hit_requests);
+    render_counter(&b, "zerostart_prefix_cache_hit_tokens_total",
+                   "Prompt tokens not prefilled thanks to the prefix cache.", c.prefix_hit_tokens);
+    render_counter(&b, "zerostart_requests_cancelled_total",
+                   "Requests stopped early (client gone, shutdown deadline).", c.cancelled);
+
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } gauges[] = {
+        {"zerostart_queue_length", "Requests waiting for admission.",
+         offsetof(zs_model_gauges_t, queue)},
+        {"zerostart_running_requests", "Sequences in the running batch.",
+         offsetof(zs_model_gauges_t, running)},
+        {"zerostart_kv_blocks_in_use", "KV blocks referenced by live requests.",
+         offsetof(zs_model_gauges_t, kv_in_use)},
+        {"zerostart_kv_blocks_cached", "KV blocks held only by the prefix cache.",
+         offsetof(zs_model_gauges_t, kv_cached)},
+        {"zerostart_kv_blocks_allocated", "KV blocks allocated (in use or cached).",
+         offsetof(zs_model_gauges_t, kv_used)},
+        {"zerostart_kv_blocks_total", "KV cache capacity in blocks.",
+         offsetof(zs_model_gauges_t, kv_total)},
+    };
+    for (size_t k = 0; k < sizeof gauges / sizeof gauges[0]; k++) {
+        sb_printf(&b, "# HELP %s %s\n# TYPE %s gauge\n", gauges[k].name, gauges[k].help,
+                  gauges[k].name);
+        for (int i = 0; i < ng; i++) {
+            int64_t v;
+            memcpy(&v, (const char *)&g[i] + gauges[k].off, sizeof v);
+            sb_printf(&b, "%s{model=\"%s\"} %lld\n", gauges[k].name, g[i].model, (long long)v);
+        }
+    }
+    if (b.oom) {
+        free(b.p);
+        return NULL;
+    }
+    if (len) *len = b.len;
+    return b.p;
+}

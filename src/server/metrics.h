@@ -1,0 +1,48 @@
+/* Server metrics: request counts by HTTP status, latency histograms (time to first token,
+ * inter-token latency, end-to-end), token counters, prefix-cache hits; rendered in the
+ * Prometheus text exposition format together with per-model gauges. Thread-safe. */
+#ifndef ZS_SERVER_METRICS_H
+#define ZS_SERVER_METRICS_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define ZS_HIST_MAX 20
+
+typedef struct zs_hist {
+    int nb;
+    double bounds[ZS_HIST_MAX];
+    uint64_t counts[ZS_HIST_MAX + 1];   /* last: +Inf */
+    double sum;
+    uint64_t n;
+} zs_hist_t;
+
+typedef struct zs_metrics {
+    pthread_mutex_t mu;
+    uint64_t by_status[600];
+    zs_hist_t ttft, itl, e2e;
+    uint64_t prompt_tokens, completion_tokens;
+    uint64_t prefix_hit_requests, prefix_hit_tokens, prefix_lookups;
+    uint64_t cancelled;
+} zs_metrics_t;
+
+/* Per-model gauges, sampled by the caller (the scheduler) for rendering. */
+typedef struct zs_model_gauges {
+    const char *model;
+    int64_t queue, running, kv_used, kv_in_use, kv_cached, kv_total;
+} zs_model_gauges_t;
+
+int zs_metrics_init(zs_metrics_t *m);
+void zs_metrics_destroy(zs_metrics_t *m);
+void zs_metrics_status(zs_metrics_t *m, int status);
+void zs_metrics_ttft(zs_metrics_t *m, double s);
+void zs_metrics_itl(zs_metrics_t *m, double s);
+/* One finished request: end-to-end seconds and its token counts. */
+void zs_metrics_request_done(zs_metrics_t *m, double e2e_s, int64_t prompt, int64_t completion,
+                             int cancelled);
+void zs_metrics_prefix(zs_metrics_t *m, int64_t hit_tokens);
+/* Renders everything; returns a malloc'd NUL-terminated string or NULL (out of memory). */
+char *zs_metrics_render(zs_metrics_t *m, const zs_model_gauges_t *g, int ng, size_t *len);
+
+#endif

@@ -1,0 +1,616 @@
+/* The continuous-batching scheduler thread: admission with KV reservation and prefix-cache
+ * reuse, mixed prefill/decode forward steps, per-request sampling, incremental detokenizing,
+ * stop strings, publishing text to waiting HTTP threads, cancellation. */
+#include "server/scheduler.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/clock.h"
+#include "server/prefix_cache.h"
+#include "server/textstop.h"
+
+struct zs_sched {
+    zs_engine_t *e;
+    const zs_tok_t *tok;
+    zs_sched_opts_t o;
+    int32_t eos[32];
+    zs_metrics_t *m;
+    zs_slog_t log;
+    int32_t V, bs;
+    uint32_t nblocks_total;
+
+    pthread_t th;
+    int started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    zs_sreq_t *wait_head, *wait_tail;
+    int nwait;
+    int stopping, draining, cancel_all;
+    atomic_int active;        /* submitted and not finished */
+    zs_model_gauges_t g;      /* under mu */
+
+    /* scheduler thread only */
+    zs_sreq_t **run;
+    int nrun;
+    zs_pcache_t pc;
+    zs_engine_item_t *items;
+    zs_sreq_t **item_req;
+    float *logits;
+    uint8_t *bitmap;
+};
+
+/* --- requests ------------------------------------------------------------------------- */
+
+zs_sreq_t *zs_sreq_new(void) {
+    zs_sreq_t *r = calloc(1, sizeof *r);
+    if (r == NULL) return NULL;
+    if (pthread_mutex_init(&r->mu, NULL) != 0) {
+        free(r);
+        return NULL;
+    }
+    if (pthread_cond_init(&r->cv, NULL) != 0) {
+        pthread_mutex_destroy(&r->mu);
+        free(r);
+        return NULL;
+    }
+    atomic_init(&r->refs, 1);
+    atomic_init(&r->cancel, ZS_CANCEL_NONE);
+    r->s.seq = -1;
+    r->s.owner = -1;
+    r->t_arrive = zs_now();
+    return r;
+}
+
+void zs_sreq_ref(zs_sreq_t *r) { atomic_fetch_add(&r->refs, 1); }
+
+void zs_sreq_release(zs_sreq_t *r) {
+    if (r == NULL || atomic_fetch_sub(&r->refs, 1) != 1) return;
+    zs_oai_request_free(&r->oai);
+    free(r->prompt);
+    if (r->smp_ready) zs_sampler_free(&r->smp);
+    zs_tok_stream_free(r->ts);
+    free(r->out);
+    free(r->s.gen);
+    pthread_cond_destroy(&r->cv);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
+void zs_sreq_cancel(zs_sreq_t *r, int why) {
+    int expected = ZS_CANCEL_NONE;
+    atomic_compare_exchange_strong(&r->cancel, &expected, why);
+    zs_sched_t *s = r->sched;
+    if (s) {
+        pthread_mutex_lock(&s->mu);
+        pthread_cond_signal(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+    }
+}
+
+static int buf_append(char **p, size_t *len, size_t *cap, const char *t, size_t n) {
+    if (n == 0) return 0;
+    if (*len + n + 1 > *cap) {
+        size_t c = *cap ? *cap : 256;
+        while (c < *len + n + 1) c *= 2;
+        char *np = realloc(*p, c);
+        if (np == NULL) return -1;
+        *p = np;
+        *cap = c;
+    }
+    memcpy(*p + *len, t, n);
+    *len += n;
+    (*p)[*len] = 0;
+    return 0;
+}
+
+int zs_sreq_take(zs_sreq_t *r, int timeout_ms, zs_sreq_out_t *o) {
+    memset(o, 0, sizeof *o);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += timeout_ms / 1000;
+    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&r->mu);
+    while (r->out_len == 0 && !r->done) {
+        int rc = pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+        if (rc == ETIMEDOUT) break;
+    }
+    int got = 0;
+    if (r->out_len) {
+        o->text = r->out; /* hand the buffer over */
+        o->len = r->out_len;
+        r->out = NULL;
+        r->out_len = r->out_cap = 0;
+        got = 1;
+    }
+    if (r->done) {
+        o->done = 1;
+        o->finish = r->finish;
+        o->err_status = r->err_status;
+        memcpy(o->err_msg, r->err_msg, sizeof o->err_msg);
+        o->ncompletion = r->ncompletion;
+        o->cached_tokens = r->cached_tokens;
+        got = 1;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return got;
+}
+
+/* --- scheduler internals ---------------------------------------------------------------- */
+
+static void publish(zs_sched_t *s, zs_sreq_t *r, const char *t, size_t n) {
+    if (n == 0) return;
+    pthread_mutex_lock(&r->mu);
+    int rc = buf_append(&r->out, &r->out_len, &r->out_cap, t, n);
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    if (rc) zs_slog(&s->log, ZS_LOG_ERROR, r->id, "out of memory publishing %zu bytes", n);
+}
+
+/* Frees the request's sequence; its registered prompt blocks stay cached in a holder. */
+static void release_seq(zs_sched_t *s, zs_sreq_t *r) {
+    if (r->s.seq < 0) return;
+    zs_err_t err = {0};
+    if (r->s.owner >= 0) {
+        int32_t nb = s->pc.owners[r->s.owner].nblocks, holder = -1;
+        if (zs_engine_seq_fork_prefix(s->e, r->s.seq, (int64_t)nb * s->bs, &holder, &err) == 0) {
+            zs_pcache_rebind(&s->pc, r->s.owner, holder, 1);
+        } else {
+            zs_slog(&s->log, ZS_LOG_WARN, r->id, "prefix cache: cannot keep blocks: %s", err.msg);
+            (void)zs_pcache_drop(&s->pc, r->s.owner);
+        }
+        r->s.owner = -1;
+    }
+    if (zs_engine_seq_free(s->e, r->s.seq, &err) != 0)
+        zs_slog(&s->log, ZS_LOG_ERROR, r->id, "freeing sequence %d: %s", r->s.seq, err.msg);
+    r->s.seq = -1;
+}
+
+/* Ends a request: publishes the outcome, frees its KV. */
+static void finish(zs_sched_t *s, zs_sreq_t *r, const char *reason, int err_status,
+                   const char *err_msg) {
+    if (reason && !r->s.stop_hit) {
+        const char *t;
+        size_t n;
+        zs_err_t err = {0};
+        if (r->ts && zs_tok_stream_flush(r->ts, &t, &n, &err) == 0 && n &&
+            buf_append(&r->s.gen, &r->s.gen_len, &r->s.gen_cap, t, n) != 0)
+            zs_slog(&s->log, ZS_LOG_ERROR, r->id, "out of memory for generated text");
+        if (r->s.gen_len > r->s.emitted) publish(s, r, r->s.gen + r->s.emitted, r->s.gen_len - r->s.emitted);
+        r->s.emitted = r->s.gen_len;
+    }
+    release_seq(s, r);
+    int cancelled = atomic_load(&r->cancel) != ZS_CANCEL_NONE;
+    double e2e = zs_now() - r->t_arrive;
+    pthread_mutex_lock(&r->mu);
+    r->done = 1;
+    r->finish = reason;
+    if (!reason) {
+        r->err_status = err_status;
+        snprintf(r->err_msg, sizeof r->err_msg, "%s", err_msg ? err_msg : "internal error");
+    }
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    zs_metrics_request_done(s->m, e2e, r->nprompt, r->ncompletion, cancelled);
+    zs_slog(&s->log, ZS_LOG_INFO, r->id,
+            "done: %s prompt=%d cached=%lld completion=%lld %.1f ms",
+            reason ? reason : (cancelled ? "cancelled" : "error"), r->nprompt,
+            (long long)r->cached_tokens, (long long)r->ncompletion, e2e * 1e3);
+    r->s.finished = 1;
+    atomic_fetch_sub(&s->active, 1);
+    /* the scheduler's reference is dropped by compact_run (running requests) or by
+     * finish_unqueued (requests that never ran): r may still be listed in run[] here */
+}
+
+static void finish_unqueued(zs_sched_t *s, zs_sreq_t *r, int err_status, const char *msg) {
+    finish(s, r, NULL, err_status, msg);
+    zs_sreq_release(r);
+}
+
+static int64_t free_budget(zs_sched_t *s) {
+    int64_t avail = (int64_t)zs_kv_free_blocks(zs_engine_kv(s->e));
+    for (int i = 0; i < s->nrun; i++) {
+        zs_sreq_t *r = s->run[i];
+        int32_t have = zs_engine_seq_blocks(s->e, r->s.seq, NULL);
+        if (r->s.need_blocks > have) avail -= r->s.need_blocks - have;
+    }
+    return avail;
+}
+
+static void evict_holder(zs_sched_t *s, int32_t idx) {
+    int32_t seq = zs_pcache_drop(&s->pc, idx);
+    zs_err_t err = {0};
+    if (seq >= 0 && zs_engine_seq_free(s->e, seq, &err) != 0)
+        zs_slog(&s->log, ZS_LOG_ERROR, NULL, "prefix cache: freeing holder %d: %s", seq, err.msg);
+}
+
+static zs_sreq_t *pop_wait(zs_sched_t *s) {
+    pthread_mutex_lock(&s->mu);
+    zs_sreq_t *r = s->wait_head;
+    if (r) {
+        s->wait_head = r->s.next;
+        if (s->wait_head == NULL) s->wait_tail = NULL;
+        s->nwait--;
+        r->s.next = NULL;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return r;
+}
+
+static void admit(zs_sched_t *s) {
+    while (s->nrun < s->o.max_batch) {
+        pthread_mutex_lock(&s->mu);
+        zs_sreq_t *r = s->wait_head;
+        pthread_mutex_unlock(&s->mu);
+        if (r == NULL) return;
+        if (atomic_load(&r->cancel)) {
+            finish_unqueued(s, pop_wait(s), 499, "request cancelled");
+            continue;
+        }
+        int64_t need = (r->nprompt + r->max_tokens + s->bs - 1) / s->bs;
+        int32_t owner = -1;
+        int32_t maxb = (r->nprompt - 1) / s->bs;
+        int32_t mb = zs_pcache_match(&s->pc, r->prompt, r->nprompt, maxb, &owner);
+        int64_t avail = free_budget(s);
+        while (need - mb > avail) {
+            int32_t h = zs_pcache_lru_holder(&s->pc);
+            if (h < 0) break;
+            evict_holder(s, h);
+            mb = zs_pcache_match(&s->pc, r->prompt, r->nprompt, maxb, &owner);
+            avail = free_budget(s);
+        }
+        if (need - mb > avail) {
+            if (s->nrun == 0) {
+                char msg[200];
+                snprintf(msg, sizeof msg,
+                         "the request needs %lld KV blocks but the cache holds %u",
+                         (long long)need, s->nblocks_total);
+                finish_unqueued(s, pop_wait(s), 503, msg);
+                continue;
+            }
+            return; /* wait for running requests to finish */
+        }
+        r = pop_wait(s);
+        zs_err_t err = {0};
+        int32_t seq = -1;
+        int rc = mb > 0 ? zs_engine_seq_fork_prefix(s->e, s->pc.owners[owner].seq,
+                                                    (int64_t)mb * s->bs, &seq, &err)
+                        : zs_engine_seq_new(s->e, &seq, &err);
+        if (rc != 0) {
+            zs_slog(&s->log, ZS_LOG_ERROR, r->id, "admission: %s", err.msg);
+            finish_unqueued(s, r, 500, err.msg);
+            continue;
+        }
+        r->s.seq = seq;
+        r->s.pos = (int64_t)mb * s->bs;
+        r->s.prefilling = 1;
+        r->s.need_blocks = need;
+        r->cached_tokens = r->s.pos;
+        zs_metrics_prefix(s->m, r->s.pos);
+        s->run[s->nrun++] = r;
+        zs_slog(&s->log, ZS_LOG_DEBUG, r->id, "admitted: seq %d, %d prompt tokens, %lld cached",
+                seq, r->nprompt, (long long)r->s.pos);
+    }
+}
+
+static void register_prefix(zs_sched_t *s, zs_sreq_t *r) {
+    int32_t nb = r->nprompt / s->bs;
+    if (nb <= 0) return;
+    int32_t idx = zs_pcache_register(&s->pc, r->s.seq, r->prompt, nb, 0);
+    if (idx < 0) {
+        int32_t h = zs_pcache_lru_holder(&s->pc);
+        if (h < 0) return;
+        evict_holder(s, h);
+        idx = zs_pcache_register(&s->pc, r->s.seq, r->prompt, nb, 0);
+    }
+    r->s.owner = idx;
+}
+
+/* Samples and handles the next token of r from its logits row. */
+static void next_token(zs_sched_t *s, zs_sreq_t *r, float *row) {
+    zs_err_t err = {0};
+    int32_t tok = -1;
+    if (zs_sampler_sample(&r->smp, row, &tok, &err) != 0) {
+        finish(s, r, NULL, 500, err.msg);
+        return;
+    }
+    int reason = zs_sampler_accept(&r->smp, tok, &err);
+    if (reason < 0) {
+        finish(s, r, NULL, 500, err.msg);
+        return;
+    }
+    double now = zs_now();
+    if (r->ncompletion == 0) zs_metrics_ttft(s->m, now - r->t_arrive);
+    else zs_metrics_itl(s->m, now - r->s.t_last);
+    r->s.t_last = now;
+    r->ncompletion++;
+    if (reason == ZS_SAMPLE_STOP_TOKEN) {
+        finish(s, r, "stop", 0, NULL);
+        return;
+    }
+    const char *t = NULL;
+    size_t n = 0;
+    zs_err_t terr = {0};
+    if (zs_tok_stream_step(r->ts, tok, &t, &n, &terr) != 0) n = 0; /* id without a token */
+    if (n && buf_append(&r->s.gen, &r->s.gen_len, &r->s.gen_cap, t, n) != 0) {
+        finish(s, r, NULL, 500, "out of memory for generated text");
+        return;
+    }
+    const zs_oai_req_t *q = &r->oai;
+    long hit = zs_stop_find(r->s.gen, r->s.gen_len, r->s.emitted, q->stop, q->stop_len, q->nstop);
+    if (hit >= 0) {
+        publish(s, r, r->s.gen + r->s.emitted, (size_t)hit - r->s.emitted);
+        r->s.emitted = (size_t)hit;
+        r->s.stop_hit = 1;
+        finish(s, r, "stop", 0, NULL);
+        return;
+    }
+    size_t safe = zs_stop_safe_len(r->s.gen, r->s.gen_len, r->s.emitted, q->stop, q->stop_len,
+                                   q->nstop);
+    if (safe > r->s.emitted) {
+        publish(s, r, r->s.gen + r->s.emitted, safe - r->s.emitted);
+        r->s.emitted = safe;
+    }
+    if (reason == ZS_SAMPLE_STOP_MAX || reason == ZS_SAMPLE_STOP_HOOK ||
+        r->nprompt + r->ncompletion >= s->o.ctx) {
+        finish(s, r, reason == ZS_SAMPLE_STOP_HOOK ? "stop" : "length", 0, NULL);
+        return;
+    }
+    r->s.last_tok = tok;
+}
+
+static void compact_run(zs_sched_t *s) {
+    int w = 0;
+    for (int i = 0; i < s->nrun; i++) {
+        if (!s->run[i]->s.finished) s->run[w++] = s->run[i];
+        else zs_sreq_release(s->run[i]);
+    }
+    s->nrun = w;
+}
+
+static void handle_cancels(zs_sched_t *s) {
+    for (int i = 0; i < s->nrun; i++) {
+        zs_sreq_t *r = s->run[i];
+        int c = atomic_load(&r->cancel);
+        if (c != ZS_CANCEL_NONE)
+            finish(s, r, NULL, c == ZS_CANCEL_SHUTDOWN ? 503 : 499,
+                   c == ZS_CANCEL_SHUTDOWN ? "the server is shutting down" : "request cancelled");
+    }
+    compact_run(s);
+}
+
+static void step(zs_sched_t *s) {
+    int n = 0;
+    int64_t budget = s->o.step_tokens;
+    for (int i = 0; i < s->nrun; i++) {
+        zs_sreq_t *r = s->run[i];
+        if (r->s.prefilling) continue;
+        s->items[n] = (zs_engine_item_t){.seq = r->s.seq, .ids = &r->s.last_tok, .n = 1};
+        s->item_req[n++] = r;
+        budget--;
+    }
+    for (int i = 0; i < s->nrun && budget > 0; i++) {
+        zs_sreq_t *r = s->run[i];
+        if (!r->s.prefilling) continue;
+        int64_t take = r->nprompt - r->s.pos;
+        if (take > budget) take = budget;
+        s->items[n] = (zs_engine_item_t){.seq = r->s.seq, .ids = r->prompt + r->s.pos, .n = (int32_t)take};
+        s->item_req[n++] = r;
+        budget -= take;
+    }
+    if (n == 0) return;
+    zs_err_t err = {0};
+    int rc = zs_engine_forward(s->e, s->items, n, s->logits, 0, &err);
+    if (rc != 0) {
+        zs_slog(&s->log, ZS_LOG_ERROR, NULL, "model %s: forward step of %d items failed: %s",
+                s->o.name, n, err.msg);
+        for (int i = 0; i < n; i++) finish(s, s->item_req[i], NULL, 500, err.msg);
+        compact_run(s);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        zs_sreq_t *r = s->item_req[i];
+        if (r->s.prefilling) {
+            r->s.pos += s->items[i].n;
+            if (r->s.pos < r->nprompt) continue;
+            r->s.prefilling = 0;
+            register_prefix(s, r);
+        }
+        next_token(s, r, s->logits + (size_t)i * (size_t)s->V);
+    }
+    compact_run(s);
+}
+
+static void update_gauges(zs_sched_t *s) {
+    const zs_kv_cache_t *kv = zs_engine_kv(s->e);
+    int64_t used = (int64_t)s->nblocks_total - (int64_t)zs_kv_free_blocks(kv);
+    memset(s->bitmap, 0, (s->nblocks_total + 7) / 8);
+    int64_t in_use = 0;
+    for (int i = 0; i < s->nrun; i++) {
+        const int32_t *b = NULL;
+        int32_t nb = zs_engine_seq_blocks(s->e, s->run[i]->s.seq, &b);
+        for (int32_t k = 0; k < nb; k++) {
+            uint32_t id = (uint32_t)b[k];
+            if (id < s->nblocks_total && !(s->bitmap[id / 8] & (1u << (id % 8)))) {
+                s->bitmap[id / 8] |= (uint8_t)(1u << (id % 8));
+                in_use++;
+            }
+        }
+    }
+    pthread_mutex_lock(&s->mu);
+    s->g.queue = s->nwait;
+    s->g.running = s->nrun;
+    s->g.kv_used = used;
+    s->g.kv_in_use = in_use;
+    s->g.kv_cached = used - in_use;
+    s->g.kv_total = s->nblocks_total;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void *sched_main(void *arg) {
+    zs_sched_t *s = arg;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        while (!s->stopping && !s->cancel_all && s->wait_head == NULL && s->nrun == 0)
+            pthread_cond_wait(&s->cv, &s->mu);
+        int cancel_all = s->cancel_all;
+        s->cancel_all = 0;
+        if (cancel_all)
+            for (zs_sreq_t *w = s->wait_head; w; w = w->s.next) {
+                int exp = ZS_CANCEL_NONE;
+                atomic_compare_exchange_strong(&w->cancel, &exp, ZS_CANCEL_SHUTDOWN);
+            }
+        int quit = s->stopping && s->wait_head == NULL && s->nrun == 0;
+        pthread_mutex_unlock(&s->mu);
+        if (quit) break;
+        if (cancel_all)
+            for (int i = 0; i < s->nrun; i++) {
+                int exp = ZS_CANCEL_NONE;
+                atomic_compare_exchange_strong(&s->run[i]->cancel, &exp, ZS_CANCEL_SHUTDOWN);
+            }
+        handle_cancels(s);
+        admit(s);
+        step(s);
+        update_gauges(s);
+        if (s->o.step_delay_ms > 0 && s->nrun > 0) {
+            struct timespec d = {s->o.step_delay_ms / 1000, (long)(s->o.step_delay_ms % 1000) * 1000000L};
+            while (nanosleep(&d, &d) != 0 && errno == EINTR) {
+            }
+        }
+    }
+    update_gauges(s);
+    return NULL;
+}
+
+/* --- public ------------------------------------------------------------------------------ */
+
+int zs_sched_create(zs_engine_t *e, const zs_tok_t *tok, const zs_sched_opts_t *o,
+                    zs_metrics_t *m, const zs_slog_t *log, zs_sched_t **out, zs_err_t *err) {
+    *out = NULL;
+    if (o->max_batch < 1 || o->step_tokens < o->max_batch || o->max_queue < 0 || o->ctx < 2 ||
+        o->neos < 0 || o->neos > 32)
+        return zs_err_set(err, ZS_EINVAL,
+                          "scheduler: bad options (max_batch %d, step_tokens %d, max_queue %d, "
+                          "ctx %lld): step_tokens must be >= max_batch >= 1",
+                          o->max_batch, o->step_tokens, o->max_queue, (long long)o->ctx);
+    zs_sched_t *s = calloc(1, sizeof *s);
+    if (s == NULL) return zs_err_set(err, ZS_ENOMEM, "scheduler: out of memory");
+    s->e = e;
+    s->tok = tok;
+    s->o = *o;
+    memcpy(s->eos, o->eos, (size_t)o->neos * sizeof *o->eos);
+    s->o.eos = s->eos;
+    s->m = m;
+    s->log = *log;
+    s->V = zs_engine_config(e)->vocab;
+    const zs_kv_cache_t *kv = zs_engine_kv(e);
+    s->bs = kv->layout.block_size;
+    s->nblocks_total = kv->nblocks;
+    int mu = pthread_mutex_init(&s->mu, NULL) == 0;
+    int cv = mu && pthread_cond_init(&s->cv, NULL) == 0;
+    s->run = calloc((size_t)o->max_batch, sizeof *s->run);
+    s->items = calloc((size_t)o->max_batch, sizeof *s->items);
+    s->item_req = calloc((size_t)o->max_batch, sizeof *s->item_req);
+    s->logits = malloc((size_t)o->max_batch * (size_t)s->V * sizeof(float));
+    s->bitmap = malloc((s->nblocks_total + 7) / 8);
+    int pc = zs_pcache_init(&s->pc, s->bs, o->max_batch + 256, s->nblocks_total) == 0;
+    if (!mu || !cv || !s->run || !s->items || !s->item_req || !s->logits || !s->bitmap || !pc) {
+        if (pc) zs_pcache_destroy(&s->pc);
+        if (cv) pthread_cond_destroy(&s->cv);
+        if (mu) pthread_mutex_destroy(&s->mu);
+        free(s->run);
+        free(s->items);
+        free(s->item_req);
+        free(s->logits);
+        free(s->bitmap);
+        free(s);
+        return zs_err_set(err, ZS_ENOMEM, "scheduler: out of memory");
+    }
+    s->g.model = o->name;
+    s->g.kv_total = s->nblocks_total;
+    int rc = pthread_create(&s->th, NULL, sched_main, s);
+    if (rc != 0) {
+        s->started = 0;
+        zs_sched_free(s);
+        return zs_err_set(err, zs_status_from_errno(rc), "scheduler: pthread_create: %s",
+                          strerror(rc));
+    }
+    s->started = 1;
+    *out = s;
+    return 0;
+}
+
+int zs_sched_submit(zs_sched_t *s, zs_sreq_t *r) {
+    pthread_mutex_lock(&s->mu);
+    if (s->draining || s->stopping) {
+        pthread_mutex_unlock(&s->mu);
+        return ZS_ECANCELED;
+    }
+    if (s->nwait >= s->o.max_queue) {
+        pthread_mutex_unlock(&s->mu);
+        return ZS_EBUSY;
+    }
+    zs_sreq_ref(r);
+    atomic_fetch_add(&s->active, 1);
+    r->sched = s;
+    r->s.next = NULL;
+    if (s->wait_tail) s->wait_tail->s.next = r;
+    else s->wait_head = r;
+    s->wait_tail = r;
+    s->nwait++;
+    s->g.queue = s->nwait;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+void zs_sched_drain(zs_sched_t *s) {
+    pthread_mutex_lock(&s->mu);
+    s->draining = 1;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void zs_sched_cancel_all(zs_sched_t *s) {
+    pthread_mutex_lock(&s->mu);
+    s->cancel_all = 1;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+int zs_sched_active(zs_sched_t *s) { return atomic_load(&s->active); }
+
+void zs_sched_gauges(zs_sched_t *s, zs_model_gauges_t *g) {
+    pthread_mutex_lock(&s->mu);
+    *g = s->g;
+    g->queue = s->nwait;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void zs_sched_free(zs_sched_t *s) {
+    if (s == NULL) return;
+    if (s->started) {
+        pthread_mutex_lock(&s->mu);
+        s->stopping = 1;
+        s->draining = 1;
+        s->cancel_all = 1;
+        pthread_cond_signal(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->th, NULL);
+    }
+    /* the thread finished every request; holders die with the engine */
+    zs_pcache_destroy(&s->pc);
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
+    free(s->run);
+    free(s->items);
+    free(s->item_req);
+    free(s->logits);
+    free(s->bitmap);
+    free(s);
+}

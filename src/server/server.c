@@ -1,0 +1,111 @@
+/* Server lifecycle: copies the configuration, loads the models, starts and stops the HTTP
+ * layer, graceful shutdown (stop accepting, drain within the deadline, cancel the rest). */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "server/server_internal.h"
+
+static char *dup_or_null(const char *s, int *oom) {
+    if (s == NULL) return NULL;
+    char *d = strdup(s);
+    if (d == NULL) *oom = 1;
+    return d;
+}
+
+static void sleep_ms(int ms) {
+    struct timespec d = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&d, NULL);
+}
+
+int zs_server_create(const zs_server_config_t *cfg, zs_server_t **out, zs_err_t *err) {
+    *out = NULL;
+    if (cfg->nmodels < 1) return zs_err_set(err, ZS_EINVAL, "server: no model configured");
+    if (cfg->max_batch < 1 || cfg->step_tokens < cfg->max_batch || cfg->max_queue < 0 ||
+        cfg->max_body < 1 || cfg->max_connections < 1)
+        return zs_err_set(err, ZS_EINVAL, "server: bad limits (max_batch %d, step_tokens %d, "
+                          "max_queue %d): step_tokens must be at least max_batch",
+                          cfg->max_batch, cfg->step_tokens, cfg->max_queue);
+    zs_server_t *s = calloc(1, sizeof *s);
+    if (s == NULL) return zs_err_set(err, ZS_ENOMEM, "server: out of memory");
+    s->cfg = *cfg;
+    int oom = 0;
+    s->cfg.host = dup_or_null(cfg->host, &oom);
+    s->cfg.api_key = dup_or_null(cfg->api_key, &oom);
+    for (int i = 0; i < cfg->nmodels; i++) {
+        s->cfg.models[i].name = dup_or_null(cfg->models[i].name, &oom);
+        s->cfg.models[i].path = dup_or_null(cfg->models[i].path, &oom);
+    }
+    s->log = (zs_slog_t){.fn = cfg->log, .ctx = cfg->log_ctx, .level = cfg->log_level};
+    s->salt = (uint64_t)(zs_now() * 1e9) ^ ((uint64_t)getpid() << 32);
+    atomic_init(&s->inflight, 0);
+    atomic_init(&s->stopping, 0);
+    atomic_init(&s->counter, 0);
+    int rc;
+    if (oom) {
+        rc = zs_err_set(err, ZS_ENOMEM, "server: out of memory");
+        goto fail;
+    }
+    if (zs_metrics_init(&s->metrics) != 0) {
+        rc = zs_err_set(err, ZS_ENOMEM, "server: cannot initialize metrics");
+        goto fail;
+    }
+    s->metrics_ready = 1;
+    for (int i = 0; i < s->cfg.nmodels; i++) {
+        double t0 = zs_now();
+        rc = zs_srv_model_load(&s->cfg.models[i], &s->cfg, &s->metrics, &s->log, &s->models[i], err);
+        if (rc) goto fail;
+        s->nmodels++;
+        zs_slog(&s->log, ZS_LOG_INFO, NULL, "model %s ready in %.3f s", s->models[i].name,
+                zs_now() - t0);
+    }
+    *out = s;
+    return 0;
+fail:
+    zs_server_free(s);
+    return rc;
+}
+
+int zs_server_start(zs_server_t *s, zs_err_t *err) { return zs_http_start(s, err); }
+
+uint16_t zs_server_port(const zs_server_t *s) { return s->port; }
+
+static int active_requests(zs_server_t *s) {
+    int n = 0;
+    for (int i = 0; i < s->nmodels; i++) n += zs_sched_active(s->models[i].sched);
+    return n;
+}
+
+int zs_server_shutdown(zs_server_t *s) {
+    atomic_store(&s->stopping, 1);
+    zs_http_quiesce(s);
+    for (int i = 0; i < s->nmodels; i++) zs_sched_drain(s->models[i].sched);
+    zs_slog(&s->log, ZS_LOG_INFO, NULL, "shutting down: %d requests in flight, waiting up to %.1f s",
+            active_requests(s), s->cfg.shutdown_timeout_s);
+    double deadline = zs_now() + s->cfg.shutdown_timeout_s;
+    while ((active_requests(s) > 0 || atomic_load(&s->inflight) > 0) && zs_now() < deadline)
+        sleep_ms(10);
+    int cancelled = active_requests(s);
+    if (cancelled > 0) {
+        zs_slog(&s->log, ZS_LOG_WARN, NULL, "shutdown deadline passed: cancelling %d requests",
+                cancelled);
+        for (int i = 0; i < s->nmodels; i++) zs_sched_cancel_all(s->models[i].sched);
+        double d2 = zs_now() + 5;
+        while ((active_requests(s) > 0 || atomic_load(&s->inflight) > 0) && zs_now() < d2)
+            sleep_ms(10);
+    }
+    zs_http_stop(s);
+    zs_slog(&s->log, ZS_LOG_INFO, NULL, "stopped");
+    return cancelled;
+}
+
+void zs_server_free(zs_server_t *s) {
+    if (s == NULL) return;
+    zs_http_stop(s);
+    for (int i = 0; i < s->nmodels; i++) zs_srv_model_free(&s->models[i]);
+    if (s->metrics_ready) zs_metrics_destroy(&s->metrics);
+    zs_server_config_free(&s->cfg);
+    free(s);
+}

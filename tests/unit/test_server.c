@@ -1,0 +1,135 @@
+/* Unit tests for the server's pure parts: stop strings and hold-back, the prefix cache
+ * (chained hashes, longest match with token verification, first-owner-wins, takeover on
+ * drop, LRU holders), the bearer-token check, request parsing defaults and errors, error
+ * and chunk JSON. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "server/auth.h"
+#include "server/openai_request.h"
+#include "server/openai_response.h"
+#include "server/prefix_cache.h"
+#include "server/textstop.h"
+#include "zt.h"
+
+static void test_stop_strings(void) {
+    char *stop[] = {"END", "\n\n"};
+    size_t len[] = {3, 2};
+    const char *t = "hello EN";
+    ZT_CHECK(zs_stop_find(t, strlen(t), 0, stop, len, 2) == -1);
+    ZT_CHECK(zs_stop_safe_len(t, strlen(t), 0, stop, len, 2) == 6); /* "EN" held back */
+    t = "hello END world";
+    ZT_CHECK(zs_stop_find(t, strlen(t), 0, stop, len, 2) == 6);
+    ZT_CHECK(zs_stop_find(t, strlen(t), 7, stop, len, 2) == -1);
+    t = "a\n\nb END";
+    ZT_CHECK(zs_stop_find(t, strlen(t), 0, stop, len, 2) == 1); /* the earliest wins */
+    t = "abc\n";
+    ZT_CHECK(zs_stop_safe_len(t, strlen(t), 0, stop, len, 2) == 3);
+    ZT_CHECK(zs_stop_safe_len(t, strlen(t), 0, stop, len, 0) == 4);
+    t = "xE";
+    ZT_CHECK(zs_stop_safe_len(t, 2, 2, stop, len, 2) == 2); /* never before `from` */
+}
+
+static void test_prefix_cache(void) {
+    zs_pcache_t c;
+    ZT_REQUIRE(zs_pcache_init(&c, 4, 8, 64) == 0);
+    int32_t a[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    int32_t b[12] = {1, 2, 3, 4, 5, 6, 7, 9, 9, 10, 11, 12}; /* differs in block 1 */
+    int32_t owner = -1;
+    ZT_CHECK(zs_pcache_match(&c, a, 12, 2, &owner) == 0 && owner == -1);
+    int32_t ia = zs_pcache_register(&c, 7, a, 3, 0);
+    ZT_REQUIRE(ia >= 0);
+    ZT_CHECK(zs_pcache_match(&c, a, 12, 2, &owner) == 2 && owner == ia); /* capped */
+    ZT_CHECK(zs_pcache_match(&c, a, 12, 3, &owner) == 3);
+    ZT_CHECK(zs_pcache_match(&c, b, 12, 3, &owner) == 1 && owner == ia);
+    ZT_CHECK(zs_pcache_match(&c, a, 7, 3, &owner) == 1); /* only full blocks of the prompt */
+    ZT_CHECK(zs_pcache_lru_holder(&c) == -1);            /* a running request is not evictable */
+    int32_t ib = zs_pcache_register(&c, 9, b, 3, 1);
+    ZT_REQUIRE(ib >= 0 && ib != ia);
+    ZT_CHECK(zs_pcache_match(&c, b, 12, 3, &owner) == 3 && owner == ib);
+    ZT_CHECK(zs_pcache_lru_holder(&c) == ib);
+    zs_pcache_rebind(&c, ia, 11, 1);
+    ZT_CHECK(zs_pcache_owner_of(&c, 11) == ia && zs_pcache_owner_of(&c, 7) == -1);
+    ZT_CHECK(zs_pcache_nholders(&c) == 2);
+    /* dropping a's owner: the shared first block is taken over by b's owner */
+    ZT_CHECK(zs_pcache_drop(&c, ia) == 11);
+    ZT_CHECK(zs_pcache_match(&c, a, 12, 3, &owner) == 1 && owner == ib);
+    ZT_CHECK(zs_pcache_drop(&c, ib) == 9);
+    ZT_CHECK(zs_pcache_match(&c, b, 12, 3, &owner) == 0 && c.nentries == 0);
+    /* hash chain: equal blocks at different depths hash differently */
+    int32_t z[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+    uint64_t h[2];
+    zs_pcache_hashes(z, 2, 4, h);
+    ZT_CHECK(h[0] != h[1]);
+    /* owner slots run out: register refuses instead of overwriting */
+    for (int i = 0; i < 8; i++) ZT_CHECK(zs_pcache_register(&c, 100 + i, z, 2, 1) >= 0);
+    ZT_CHECK(zs_pcache_register(&c, 200, z, 2, 1) == -1);
+    zs_pcache_destroy(&c);
+}
+
+static void test_auth(void) {
+    ZT_CHECK(zs_auth_check(NULL, NULL) == 1);
+    ZT_CHECK(zs_auth_check("k1", NULL) == 0);
+    ZT_CHECK(zs_auth_check("k1", "Bearer k1") == 1);
+    ZT_CHECK(zs_auth_check("k1", "bearer  k1 ") == 1);
+    ZT_CHECK(zs_auth_check("k1", "Bearer k") == 0);
+    ZT_CHECK(zs_auth_check("k1", "Bearer k12") == 0);
+    ZT_CHECK(zs_auth_check("k1", "k1") == 0);
+    ZT_CHECK(zs_auth_check("k1", "Bearer ") == 0);
+}
+
+static void test_request_parse(void) {
+    zs_oai_req_t r;
+    zs_oai_error_t e;
+    const char *ok = "{\"model\":\"m\",\"prompt\":\"hi\",\"stop\":[\"\",\"x\"],\"extra\":1}";
+    ZT_REQUIRE(zs_oai_request_parse(ZS_OAI_COMPLETIONS, ok, strlen(ok), &r, &e) == 0);
+    ZT_CHECK(strcmp(r.model, "m") == 0 && r.prompt_len == 2 && r.max_tokens == -1);
+    ZT_CHECK(r.temperature == 1.0 && r.top_p == 1.0 && r.repetition_penalty == 1.0);
+    ZT_CHECK(r.nstop == 1 && strcmp(r.stop[0], "x") == 0); /* empty stop strings dropped */
+    zs_oai_request_free(&r);
+    const char *chat = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":"
+                       "[{\"type\":\"text\",\"text\":\"a\"},{\"type\":\"text\",\"text\":\"b\"}]}]}";
+    ZT_REQUIRE(zs_oai_request_parse(ZS_OAI_CHAT, chat, strlen(chat), &r, &e) == 0);
+    json_t *c = json_object_get(json_array_get(r.messages, 0), "content");
+    ZT_CHECK(json_is_string(c) && strcmp(json_string_value(c), "a\nb") == 0);
+    zs_oai_request_free(&r);
+    const char *bad = "{\"model\":\"m\",\"prompt\":\"hi\",\"top_p\":0}";
+    ZT_CHECK(zs_oai_request_parse(ZS_OAI_COMPLETIONS, bad, strlen(bad), &r, &e) != 0);
+    ZT_CHECK(e.status == 400 && strcmp(e.param, "top_p") == 0);
+    size_t len = 0;
+    char *body = zs_oai_error_body(&e, &len);
+    ZT_REQUIRE(body != NULL);
+    ZT_CHECK_STR_CONTAINS(body, "\"param\":\"top_p\"");
+    ZT_CHECK_STR_CONTAINS(body, "\"type\":\"invalid_request_error\"");
+    free(body);
+    /* messages quoting invalid UTF-8 still render */
+    zs_oai_error_set(&e, 404, NULL, NULL, NULL, "model '%s'", "\xff\xfe");
+    body = zs_oai_error_body(&e, NULL);
+    ZT_CHECK(body != NULL);
+    free(body);
+}
+
+static void test_response_json(void) {
+    zs_oai_meta_t m = {.kind = ZS_OAI_CHAT, .id = "chatcmpl-1", .created = 5, .model = "t"};
+    char *s = zs_oai_chunk_json(&m, 0, "a\xff" "b", 3, NULL, 0); /* invalid UTF-8 replaced */
+    ZT_REQUIRE(s != NULL);
+    ZT_CHECK_STR_CONTAINS(s, "\"content\":\"a\xEF\xBF\xBD" "b\"");
+    ZT_CHECK(strstr(s, "usage") == NULL);
+    free(s);
+    s = zs_oai_completion_json(&m, "hi", 2, "length", 3, 2);
+    ZT_REQUIRE(s != NULL);
+    ZT_CHECK_STR_CONTAINS(s, "\"total_tokens\":5");
+    ZT_CHECK_STR_CONTAINS(s, "\"finish_reason\":\"length\"");
+    free(s);
+}
+
+int main(void) {
+    ZT_RUN(test_stop_strings);
+    ZT_RUN(test_prefix_cache);
+    ZT_RUN(test_auth);
+    ZT_RUN(test_request_parse);
+    ZT_RUN(test_response_json);
+    return ZT_DONE();
+}
