@@ -139,7 +139,8 @@ venv: $(VENV)/.stamp
 # --- user-facing jobs -------------------------------------------------------------------
 demo: deps
 	$(MAKE) $(ZS_BIN)
-	$(ZS_BIN) demo
+	$(ZS_BIN) demo --dir build/demo-model
+	$(PYTHON) tools/demo_serve.py $(ZS_BIN) build/demo-model
 
 test: deps venv
 	$(MAKE) test-build

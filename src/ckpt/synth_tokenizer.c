@@ -82,10 +82,13 @@ static json_t *synth_tokenizer_json(int vocab, int *bos, int *eos, int *eot) {
         if (k < (int)(sizeof synth_specials / sizeof *synth_specials))
             snprintf(name, sizeof name, "%s", synth_specials[k]);
         else
-            snprintf(name, sizeof name, "<|reserved_special_token_%d|>", k);
+            snprintf(name, sizeof name, "<|reserved_%d|>", k);
+        /* The named tokens are special; the fillers up to the vocabulary size are ordinary added
+         * tokens, so that the text a random model streams is visible (and measurable). */
+        int special = k < (int)(sizeof synth_specials / sizeof *synth_specials);
         bad = json_array_append_new(added, json_pack("{s:i,s:s,s:b,s:b,s:b,s:b,s:b}", "id", id, "content", name,
                                                      "single_word", 0, "lstrip", 0, "rstrip", 0, "normalized", 0,
-                                                     "special", 1)) != 0 ||
+                                                     "special", special)) != 0 ||
               json_object_set_new(v, name, json_integer(id)) != 0;
     }
     *bos = first_special;

@@ -355,6 +355,7 @@ static int parse_body(zs_oai_kind_t kind, json_t *root, zs_oai_req_t *r, zs_oai_
         return BAD("top_logprobs", "unsupported_value", "'top_logprobs' is not supported by this server");
     if (parse_stop(root, r, e)) return -1;
     if (get_bool(root, "stream", &r->stream, e)) return -1;
+    if (get_bool(root, "ignore_eos", &r->ignore_eos, e)) return -1;
     json_t *so = json_object_get(root, "stream_options");
     if (so && !json_is_null(so)) {
         if (!json_is_object(so))

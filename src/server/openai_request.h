@@ -48,6 +48,7 @@ typedef struct zs_oai_req {
     size_t stop_len[ZS_OAI_MAX_STOP];
     int nstop;
     int stream, include_usage;
+    int ignore_eos;             /* extension (as vLLM): keep generating past end-of-sequence tokens */
 } zs_oai_req_t;
 
 /* Parses a request body. On failure returns -1 with e filled (and r freed); 0 on success. */

@@ -157,8 +157,8 @@ static enum MHD_Result handle_generate(zs_server_t *s, struct MHD_Connection *c,
     sp.repetition_penalty = (float)q->repetition_penalty;
     sp.seed = q->has_seed ? q->seed : random_seed(s);
     sp.max_tokens = (int32_t)r->max_tokens;
-    sp.stop_ids = m->eos;
-    sp.nstop = m->neos;
+    sp.stop_ids = q->ignore_eos ? NULL : m->eos;
+    sp.nstop = q->ignore_eos ? 0 : m->neos;
     if (zs_sampler_init(&r->smp, &sp, m->vocab, &err) != 0)
         ERR(400, "invalid_request_error", NULL, "invalid_value", "sampling: %s", err.msg);
     r->smp_ready = 1;

@@ -60,6 +60,9 @@ int zs_server_create(const zs_server_config_t *cfg, zs_server_t **out, zs_err_t 
         s->nmodels++;
         zs_slog(&s->log, ZS_LOG_INFO, NULL, "model %s ready in %.3f s", s->models[i].name,
                 zs_now() - t0);
+        char *tl = zs_bundle_timeline_json(s->models[i].b, -1);
+        if (tl != NULL) zs_slog(&s->log, ZS_LOG_INFO, NULL, "model %s start-up timeline %s", s->models[i].name, tl);
+        free(tl);
     }
     *out = s;
     return 0;

@@ -101,6 +101,18 @@ def test_max_completion_tokens_and_length(client):
         assert r.usage.completion_tokens == 3
 
 
+def test_ignore_eos(client):
+    # Sampled at a high temperature, some plain requests end on an end-of-sequence token; with
+    # ignore_eos every one runs to max_tokens.
+    for seed in range(8):
+        r = client.completions.create(model="tiny", prompt="Hello", max_tokens=40, temperature=1.5, seed=seed,
+                                      extra_body={"ignore_eos": True})
+        assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 40
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model="tiny", prompt="Hello", max_tokens=4, extra_body={"ignore_eos": "yes"})
+    assert "ignore_eos" in str(e.value)
+
+
 def test_stop_strings(client):
     found = 0
     for p in PROMPTS:
