@@ -17,7 +17,7 @@ static void usage(FILE *f) {
             "  --name NAME            model id clients send as \"model\" (default: directory name)\n"
             "  --host H               bind address (default 127.0.0.1)\n"
             "  --port P               port (default 8000; 0 = any free port)\n"
-            "  --device cpu|cuda:N    where the weights and the engine run (default cpu)\n"
+            "  --device cpu|cuda:N    where the weights and the engine run (default cuda:0 if usable, else cpu)\n"
             "  --api-key KEY          require 'Authorization: Bearer KEY' on /v1 (or $ZEROSTART_API_KEY)\n"
             "  --max-queue N          waiting requests per model before 503 (default 256)\n"
             "  --max-batch N          running sequences per model (default 64)\n"

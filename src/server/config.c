@@ -65,6 +65,7 @@ int zs_server_config_add_model(zs_server_config_t *c, const char *name, const ch
             return zs_err_set(err, ZS_EINVAL, "config: model name '%s' given twice", name);
     zs_server_model_cfg_t *m = &c->models[c->nmodels];
     memset(m, 0, sizeof *m);
+    m->device.kind = zs_cuda_device_count() > 0 ? ZS_DEV_CUDA : ZS_DEV_CPU; /* as load and run do */
     m->name = strdup(name);
     m->path = strdup(path);
     if (m->name == NULL || m->path == NULL) {
