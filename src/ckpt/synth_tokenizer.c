@@ -1,6 +1,7 @@
-/* Tokenizer files for synthetic checkpoints: a byte-level BPE tokenizer.json (256 byte
- * tokens, merges that build a fixed list of common English words, Llama-3-style special
- * tokens, reserved tokens up to the model's vocabulary size), a tokenizer_config.json with a
+/* Tokenizer files for synthetic checkpoints: a byte-level BPE tokenizer.json shaped like
+ * Llama 3's (256 byte tokens; merges that build a fixed list of common English words, then
+ * generated letter strings, filling the vocabulary; special and reserved tokens at the top,
+ * 256 of them for a 128256-token vocabulary), a tokenizer_config.json with a
  * Llama-3-style chat template, and generation_config.json. The weights are random, so the
  * text a synthetic model writes is noise; the files exist so that every path of a real
  * model (tokenizing, templates, streaming detokenization) runs on it. */
@@ -52,6 +53,21 @@ static void bytes_to_token(const char *s, size_t n, char *out, size_t cap) {
     out[o] = 0;
 }
 
+/* Adds the merge building text[0..k) from text[0..k-1) and text[k-1] when the result is new
+ * and its left part is a token. Returns nonzero on allocation failure. */
+static int synth_merge(json_t *v, json_t *merges, const char *text, size_t k, int *next) {
+    char left[64], right[16], whole[64], merge[96];
+    bytes_to_token(text, k - 1, left, sizeof left);
+    bytes_to_token(text + k - 1, 1, right, sizeof right);
+    bytes_to_token(text, k, whole, sizeof whole);
+    if (json_object_get(v, whole) != NULL || json_object_get(v, left) == NULL) return 0;
+    snprintf(merge, sizeof merge, "%s %s", left, right);
+    if (json_array_append_new(merges, json_string(merge)) != 0 || json_object_set_new(v, whole, json_integer(*next)) != 0)
+        return 1;
+    (*next)++;
+    return 0;
+}
+
 static json_t *synth_tokenizer_json(int vocab, int *bos, int *eos, int *eot) {
     json_t *v = json_object(), *merges = json_array(), *added = json_array();
     int next = 0, bad = v == NULL || merges == NULL || added == NULL;
@@ -60,19 +76,32 @@ static json_t *synth_tokenizer_json(int vocab, int *bos, int *eos, int *eot) {
         byte_to_utf8(b, u);
         bad = json_object_set_new(v, u, json_integer(next++)) != 0;
     }
-    /* Each word is built left to right: (w[0..1]), (w[0..2]), ... one merge per new token. */
+    /* Specials take the top of the vocabulary, as in Llama 3 (256 of 128256); merges fill the
+     * rest: first the fixed word list, then generated letter strings (with and without a
+     * leading space), each one merge of an existing token and one more letter. */
+    int nspecial = vocab / 16 < 256 ? (vocab / 16 > 5 ? vocab / 16 : 5) : 256;
+    int merge_limit = vocab - nspecial;
     for (size_t w = 0; w < sizeof synth_words / sizeof *synth_words && !bad; w++) {
         const char *word = synth_words[w];
         size_t n = strlen(word);
-        for (size_t k = 2; k <= n && !bad; k++) {
-            char left[64], right[16], whole[64], merge[96];
-            bytes_to_token(word, k - 1, left, sizeof left);
-            bytes_to_token(word + k - 1, 1, right, sizeof right);
-            bytes_to_token(word, k, whole, sizeof whole);
-            if (json_object_get(v, whole) != NULL) continue;
-            snprintf(merge, sizeof merge, "%s %s", left, right);
-            bad = json_array_append_new(merges, json_string(merge)) != 0 ||
-                  json_object_set_new(v, whole, json_integer(next++)) != 0;
+        for (size_t k = 2; k <= n && !bad && next < merge_limit; k++)
+            bad = synth_merge(v, merges, word, k, &next);
+    }
+    static const char letters[] = "etaoinshrdlcumwfgypbvkjxqz";
+    for (int len = 2; len <= 6 && next < merge_limit && !bad; len++) {
+        for (int space = 1; space >= 0 && next < merge_limit && !bad; space--) {
+            int nl = len - space, idx[8] = {0};
+            for (;;) { /* every string of nl letters, after a space when `space` */
+                char gen[16];
+                size_t g = 0;
+                if (space) gen[g++] = ' ';
+                for (int i = 0; i < nl; i++) gen[g++] = letters[idx[i]];
+                bad = synth_merge(v, merges, gen, g, &next);
+                if (next >= merge_limit || bad) break;
+                int i = nl - 1;
+                while (i >= 0 && ++idx[i] == 26) idx[i--] = 0;
+                if (i < 0) break;
+            }
         }
     }
     int first_special = next;
@@ -82,13 +111,10 @@ static json_t *synth_tokenizer_json(int vocab, int *bos, int *eos, int *eot) {
         if (k < (int)(sizeof synth_specials / sizeof *synth_specials))
             snprintf(name, sizeof name, "%s", synth_specials[k]);
         else
-            snprintf(name, sizeof name, "<|reserved_%d|>", k);
-        /* The named tokens are special; the fillers up to the vocabulary size are ordinary added
-         * tokens, so that the text a random model streams is visible (and measurable). */
-        int special = k < (int)(sizeof synth_specials / sizeof *synth_specials);
+            snprintf(name, sizeof name, "<|reserved_special_token_%d|>", k);
         bad = json_array_append_new(added, json_pack("{s:i,s:s,s:b,s:b,s:b,s:b,s:b}", "id", id, "content", name,
                                                      "single_word", 0, "lstrip", 0, "rstrip", 0, "normalized", 0,
-                                                     "special", special)) != 0 ||
+                                                     "special", 1)) != 0 ||
               json_object_set_new(v, name, json_integer(id)) != 0;
     }
     *bos = first_special;
