@@ -89,6 +89,24 @@ typedef struct zs_backend_ops {
     /* y[i, :] = x[rows[i], :] (rows: host array of nrows indices) */
     int (*gather_rows)(zs_backend_t *b, float *y, const float *x, const int32_t *rows,
                        int32_t nrows, int32_t dim, zs_err_t *err);
+
+    /* --- fused ops (optional: NULL = model.c composes them from the ops above; a backend
+     * that sets them must give the composition's result up to float32 rounding) ---------- */
+    /* y0, y1, y2 = x @ w0^T (+ b0), x @ w1^T (+ b1), x @ w2^T (+ b2): the q/k/v projections of
+     * one input in one pass (bias pointers may be NULL or hold no data). */
+    int (*matmul3)(zs_backend_t *b, float *y0, float *y1, float *y2, const float *x, int32_t n,
+                   const zs_bweight_t *w0, const zs_bweight_t *w1, const zs_bweight_t *w2,
+                   const zs_bweight_t *b0, const zs_bweight_t *b1, const zs_bweight_t *b2,
+                   zs_err_t *err);
+    /* y[n, w.rows] += x @ w^T (+ bias): a projection straight into the residual stream;
+     * scratch ([n, w.rows] floats of backend memory) may be used for the product. */
+    int (*matmul_add)(zs_backend_t *b, float *y, const float *x, int32_t n, const zs_bweight_t *w,
+                      const zs_bweight_t *bias, float *scratch, zs_err_t *err);
+    /* y[n, wg.rows] = silu(x @ wg^T) * (x @ wu^T): the gated MLP input; scratch ([n, wu.rows]
+     * floats) may be used for the up product. */
+    int (*matmul_silu)(zs_backend_t *b, float *y, const float *x, int32_t n,
+                       const zs_bweight_t *wg, const zs_bweight_t *wu, float *scratch,
+                       zs_err_t *err);
 } zs_backend_ops_t;
 
 struct zs_backend {

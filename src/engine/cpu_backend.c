@@ -192,6 +192,35 @@ static int cpu_gather_rows(zs_backend_t *b, float *y, const float *x, const int3
     return 0;
 }
 
+/* Fused ops: the CPU gains nothing from fusing (no launches), so these are the compositions
+ * model.c would otherwise do, with the same float32 results. */
+static int cpu_matmul3(zs_backend_t *b, float *y0, float *y1, float *y2, const float *x, int32_t n,
+                       const zs_bweight_t *w0, const zs_bweight_t *w1, const zs_bweight_t *w2,
+                       const zs_bweight_t *b0, const zs_bweight_t *b1, const zs_bweight_t *b2,
+                       zs_err_t *err) {
+    int rc = zs_cpu_matmul(b, y0, x, n, w0, b0, err);
+    if (rc == 0) rc = zs_cpu_matmul(b, y1, x, n, w1, b1, err);
+    if (rc == 0) rc = zs_cpu_matmul(b, y2, x, n, w2, b2, err);
+    return rc;
+}
+
+static int cpu_matmul_add(zs_backend_t *b, float *y, const float *x, int32_t n,
+                          const zs_bweight_t *w, const zs_bweight_t *bias, float *scratch,
+                          zs_err_t *err) {
+    int rc = zs_cpu_matmul(b, scratch, x, n, w, bias, err);
+    if (rc == 0) rc = cpu_add(b, y, scratch, (size_t)n * (size_t)w->rows, err);
+    return rc;
+}
+
+static int cpu_matmul_silu(zs_backend_t *b, float *y, const float *x, int32_t n,
+                           const zs_bweight_t *wg, const zs_bweight_t *wu, float *scratch,
+                           zs_err_t *err) {
+    int rc = zs_cpu_matmul(b, y, x, n, wg, NULL, err);
+    if (rc == 0) rc = zs_cpu_matmul(b, scratch, x, n, wu, NULL, err);
+    if (rc == 0) rc = cpu_silu_mul(b, y, y, scratch, (size_t)n * (size_t)wg->rows, err);
+    return rc;
+}
+
 static const zs_backend_ops_t cpu_ops = {
     .name = "cpu",
     .destroy = cpu_destroy,
@@ -210,6 +239,9 @@ static const zs_backend_ops_t cpu_ops = {
     .silu_mul = cpu_silu_mul,
     .add = cpu_add,
     .gather_rows = cpu_gather_rows,
+    .matmul3 = cpu_matmul3,
+    .matmul_add = cpu_matmul_add,
+    .matmul_silu = cpu_matmul_silu,
 };
 
 int zs_cpu_backend_create(int threads, zs_backend_t **out, zs_err_t *err) {

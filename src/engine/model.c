@@ -129,6 +129,35 @@ fail:
         if (rc_) return rc_;                                                                     \
     } while (0)
 
+/* The fused ops of the backend, or their composition from the basic ops when it has none. */
+static int matmul3(zs_model_t *m, float *y0, float *y1, float *y2, const float *x, int32_t n,
+                   const zs_bweight_t *w0, const zs_bweight_t *w1, const zs_bweight_t *w2,
+                   const zs_bweight_t *b0, const zs_bweight_t *b1, const zs_bweight_t *b2,
+                   zs_err_t *err) {
+    zs_backend_t *be = m->be;
+    if (be->ops->matmul3) return be->ops->matmul3(be, y0, y1, y2, x, n, w0, w1, w2, b0, b1, b2, err);
+    TRY(be->ops->matmul(be, y0, x, n, w0, b0, err));
+    TRY(be->ops->matmul(be, y1, x, n, w1, b1, err));
+    return be->ops->matmul(be, y2, x, n, w2, b2, err);
+}
+
+static int matmul_add(zs_model_t *m, float *y, const float *x, int32_t n, const zs_bweight_t *w,
+                      const zs_bweight_t *bias, float *scratch, zs_err_t *err) {
+    zs_backend_t *be = m->be;
+    if (be->ops->matmul_add) return be->ops->matmul_add(be, y, x, n, w, bias, scratch, err);
+    TRY(be->ops->matmul(be, scratch, x, n, w, bias, err));
+    return be->ops->add(be, y, scratch, (size_t)n * (size_t)w->rows, err);
+}
+
+static int matmul_silu(zs_model_t *m, float *y, const float *x, int32_t n, const zs_bweight_t *wg,
+                       const zs_bweight_t *wu, float *scratch, zs_err_t *err) {
+    zs_backend_t *be = m->be;
+    if (be->ops->matmul_silu) return be->ops->matmul_silu(be, y, x, n, wg, wu, scratch, err);
+    TRY(be->ops->matmul(be, y, x, n, wg, NULL, err));
+    TRY(be->ops->matmul(be, scratch, x, n, wu, NULL, err));
+    return be->ops->silu_mul(be, y, y, scratch, (size_t)n * (size_t)wg->rows, err);
+}
+
 int zs_model_step(zs_model_t *m, const zs_fwd_batch_t *bt, void *pool, const zs_kv_layout_t *l,
                   const int32_t *rows, int32_t nrows, float *logits, zs_err_t *err) {
     zs_backend_t *be = m->be;
@@ -138,7 +167,6 @@ int zs_model_step(zs_model_t *m, const zs_fwd_batch_t *bt, void *pool, const zs_
     if (n < 1 || n > m->max_tok)
         return zs_err_set(err, ZS_EINVAL, "engine: step of %d tokens (buffers hold %d)", n,
                           m->max_tok);
-    const size_t H = (size_t)c->hidden;
     const float eps = (float)c->rms_eps;
 
     TRY(op->begin_batch(be, bt, err));
@@ -146,9 +174,9 @@ int zs_model_step(zs_model_t *m, const zs_fwd_batch_t *bt, void *pool, const zs_
     for (int32_t li = 0; li < c->nlayers; li++) {
         const zs_layer_weights_t *L = &m->layers[li];
         TRY(op->rmsnorm(be, m->h, m->x, n, c->hidden, &L->attn_norm, eps, err));
-        TRY(op->matmul(be, m->q, m->h, n, &L->q, c->bias_qkv ? &L->q_bias : NULL, err));
-        TRY(op->matmul(be, m->k, m->h, n, &L->k, c->bias_qkv ? &L->k_bias : NULL, err));
-        TRY(op->matmul(be, m->v, m->h, n, &L->v, c->bias_qkv ? &L->v_bias : NULL, err));
+        TRY(matmul3(m, m->q, m->k, m->v, m->h, n, &L->q, &L->k, &L->v,
+                    c->bias_qkv ? &L->q_bias : NULL, c->bias_qkv ? &L->k_bias : NULL,
+                    c->bias_qkv ? &L->v_bias : NULL, err));
         if (c->qk_norm) {
             TRY(op->rmsnorm(be, m->q, m->q, n * c->nheads, c->head_dim, &L->q_norm, eps, err));
             TRY(op->rmsnorm(be, m->k, m->k, n * c->nkv_heads, c->head_dim, &L->k_norm, eps, err));
@@ -157,14 +185,10 @@ int zs_model_step(zs_model_t *m, const zs_fwd_batch_t *bt, void *pool, const zs_
         TRY(op->rope(be, m->k, c->nkv_heads, c->head_dim, m->inv_freq, m->attn_factor, err));
         TRY(op->kv_store(be, pool, l, li, m->k, m->v, err));
         TRY(op->attention(be, m->att, m->q, pool, l, li, c->nheads, L->window, m->scale, err));
-        TRY(op->matmul(be, m->o, m->att, n, &L->o, c->bias_o ? &L->o_bias : NULL, err));
-        TRY(op->add(be, m->x, m->o, (size_t)n * H, err));
+        TRY(matmul_add(m, m->x, m->att, n, &L->o, c->bias_o ? &L->o_bias : NULL, m->o, err));
         TRY(op->rmsnorm(be, m->h, m->x, n, c->hidden, &L->mlp_norm, eps, err));
-        TRY(op->matmul(be, m->g, m->h, n, &L->gate, NULL, err));
-        TRY(op->matmul(be, m->u, m->h, n, &L->up, NULL, err));
-        TRY(op->silu_mul(be, m->g, m->g, m->u, (size_t)n * c->intermediate, err));
-        TRY(op->matmul(be, m->o, m->g, n, &L->down, NULL, err));
-        TRY(op->add(be, m->x, m->o, (size_t)n * H, err));
+        TRY(matmul_silu(m, m->g, m->h, n, &L->gate, &L->up, m->u, err));
+        TRY(matmul_add(m, m->x, m->g, n, &L->down, NULL, m->o, err));
     }
     for (int32_t r0 = 0; r0 < nrows; r0 += m->logit_rows) {
         int32_t nr = nrows - r0 < m->logit_rows ? nrows - r0 : m->logit_rows;

@@ -5,7 +5,18 @@
  * and the attention scratch. Matrix products go through cuBLAS (bf16/f16 weights: the float32
  * input is rounded once to the weights' type, products accumulate in fp32; f32 weights: pure
  * fp32); everything else runs in the kernels of src/gpu/kernels. Activations are float32, the
- * KV pool bf16. Built only in CUDA builds (none_backend.c stands in otherwise). */
+ * KV pool bf16. Built only in CUDA builds (none_backend.c stands in otherwise).
+ *
+ * Decode steps (every token from its own sequence, <= 8 tokens) are replayed as CUDA graphs:
+ * from begin_batch on, each op records its kernel launch (a command: kernel and arguments)
+ * instead of launching it; the first download/sync compares the step's command list with the
+ * lists of the cached graphs and launches the matching graph, or captures and caches a new
+ * one. Per-step data (token ids, positions, slots, block tables) live in the fixed metadata
+ * buffer the graph's kernels read, and the decode attention uses a split count bucketed by
+ * powers of two of the sequence length, so one graph serves many steps. Anything that cannot
+ * be recorded (cuBLAS, uploads, frees, growing a scratch buffer) first launches the recorded
+ * commands directly and runs the rest of the step eagerly. ZS_CUDA_GRAPH=0 turns graphs off,
+ * ZS_CUDA_FUSE=0 the fused ops (q/k/v in one GEMV, gate/up + SiLU-mul, projection + residual). */
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <math.h>
@@ -19,6 +30,40 @@
 #include "zerostart/model.h"
 
 enum { ATTN_AUTO = 0, ATTN_SIMPLE = 1 };
+
+/* One recorded kernel launch (see cmd_exec). Built on a zeroed struct so that equal launches
+ * compare equal with memcmp. */
+enum {
+    C_EMBED = 1, C_RMSNORM, C_ROPE, C_KV, C_ATTN_MMA, C_ATTN_SPLIT, C_SILU, C_ADD, C_GATHER,
+    C_GEMV, C_NKINDS
+};
+static const char *const cmd_names[C_NKINDS] = {
+    "?", "embedding kernel", "rmsnorm kernel", "rope kernel", "kv_store kernel",
+    "attention kernel (tensor-core prefill)", "attention kernel (split)", "silu_mul kernel",
+    "add kernel", "gather kernel", "gemv kernel"};
+
+typedef struct {
+    int32_t kind, i0, i1, i2, i3;
+    float f0;
+    int64_t l0;
+    const void *p0, *p1, *p2, *p3;
+    union {
+        struct {
+            zs_kern_step_t step;
+            zs_kern_kv_t kv;
+        } a;
+        zs_k_rows_t rows;
+        zs_k_gemv_t gv;
+    } u;
+} cmd_t;
+
+#define GRAPH_CACHE 4
+typedef struct {
+    cudaGraphExec_t exec;
+    cmd_t *cmds;
+    size_t n;
+    uint64_t used;
+} graph_ent_t;
 
 typedef struct {
     zs_backend_t base; /* first member */
@@ -53,6 +98,13 @@ typedef struct {
     /* split attention partials */
     float *part;
     size_t part_cap; /* floats */
+    /* decode steps as CUDA graphs */
+    int use_graph;
+    int deferring;       /* recording the current step's commands */
+    cmd_t *cmds;
+    size_t ncmd, cmd_cap;
+    graph_ent_t graphs[GRAPH_CACHE];
+    uint64_t graph_clock;
 } cuda_be_t;
 
 static cuda_be_t *CB(zs_backend_t *b) { return (cuda_be_t *)b; }
@@ -84,6 +136,9 @@ static int check_wdtype(const zs_bweight_t *w, const char *op, zs_err_t *err) {
     return 0;
 }
 
+static int flush_eager(cuda_be_t *cb, zs_err_t *err);
+static int flush(cuda_be_t *cb, zs_err_t *err);
+
 /* --- shadow bookkeeping: drop it when its source is written ---------------------------- */
 static void touched(cuda_be_t *cb, const void *p, size_t bytes) {
     if (!cb->shadow_valid) return;
@@ -95,6 +150,8 @@ static void touched(cuda_be_t *cb, const void *p, size_t bytes) {
 static int shadow_reserve(cuda_be_t *cb, size_t bytes, zs_err_t *err) {
     cb->shadow_valid = 0;
     if (bytes <= cb->shadow_cap) return 0;
+    int rc = flush_eager(cb, err); /* recorded commands may use the old buffer */
+    if (rc) return rc;
     CU(cudaStreamSynchronize(cb->st), "cudaStreamSynchronize (growing the half-precision scratch)");
     cudaFree(cb->shadow);
     cb->shadow = NULL;
@@ -133,6 +190,9 @@ static void *cu_alloc(zs_backend_t *b, size_t bytes, zs_err_t *err) {
 static void cu_free(zs_backend_t *b, void *p) {
     cuda_be_t *cb = CB(b);
     cb->shadow_valid = 0; /* the address may come back from a later alloc */
+    zs_err_t e2;
+    memset(&e2, 0, sizeof e2);
+    (void)flush_eager(cb, &e2); /* recorded commands may use p */
     if (p) {
         (void)cudaStreamSynchronize(cb->st);
         cudaFree(p);
@@ -142,6 +202,8 @@ static void cu_free(zs_backend_t *b, void *p) {
 static int cu_upload(zs_backend_t *b, void *dst, const void *src, size_t bytes, zs_err_t *err) {
     cuda_be_t *cb = CB(b);
     touched(cb, dst, bytes);
+    int rc = flush_eager(cb, err);
+    if (rc) return rc;
     if (bytes == 0) return 0;
     CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, cb->st), "upload (cudaMemcpyAsync H2D)");
     CU(cudaStreamSynchronize(cb->st), "upload (cudaStreamSynchronize)");
@@ -150,6 +212,8 @@ static int cu_upload(zs_backend_t *b, void *dst, const void *src, size_t bytes, 
 
 static int cu_download(zs_backend_t *b, void *dst, const void *src, size_t bytes, zs_err_t *err) {
     cuda_be_t *cb = CB(b);
+    int rc = flush(cb, err);
+    if (rc) return rc;
     if (bytes == 0) return 0;
     CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, cb->st), "download (cudaMemcpyAsync D2H)");
     CU(cudaStreamSynchronize(cb->st), "download (cudaStreamSynchronize)");
@@ -157,6 +221,8 @@ static int cu_download(zs_backend_t *b, void *dst, const void *src, size_t bytes
 }
 
 static int cu_sync(zs_backend_t *b, zs_err_t *err) {
+    int rc = flush(CB(b), err);
+    if (rc) return rc;
     CU(cudaStreamSynchronize(CB(b)->st), "cudaStreamSynchronize");
     return 0;
 }
@@ -180,6 +246,8 @@ static int meta_reserve(cuda_be_t *cb, size_t n, zs_err_t *err) {
 static int cu_begin_batch(zs_backend_t *b, const zs_fwd_batch_t *bt, zs_err_t *err) {
     cuda_be_t *cb = CB(b);
     cb->have_batch = 0;
+    cb->deferring = 0; /* a step that failed half-way leaves its commands unlaunched */
+    cb->ncmd = 0;
     if (bt->ntok < 1 || bt->nseq < 1)
         return zs_err_set(err, ZS_EINVAL, "cuda backend: batch of %d tokens, %d sequences",
                           bt->ntok, bt->nseq);
@@ -251,6 +319,7 @@ static int cu_begin_batch(zs_backend_t *b, const zs_fwd_batch_t *bt, zs_err_t *e
     cb->max_pos = maxpos;
     cb->decode_only = ntiles == n && n == ns;
     cb->have_batch = 1;
+    cb->deferring = cb->use_graph && cb->decode_only && n <= 8;
     return 0;
 }
 
@@ -258,6 +327,166 @@ static int cu_begin_batch(zs_backend_t *b, const zs_fwd_batch_t *bt, zs_err_t *e
 static int launch(cudaError_t e, const char *what, zs_err_t *err) {
     if (e != cudaSuccess) return cu_err(err, e, what);
     return 0;
+}
+
+static cudaError_t cmd_exec(cudaStream_t st, const cmd_t *c) {
+    switch (c->kind) {
+    case C_EMBED:
+        return zs_k_embed(st, (float *)c->p0, c->p1, c->i0, c->l0, c->u.a.step.ids, c->u.a.step.ntok);
+    case C_RMSNORM:
+        return zs_k_rmsnorm(st, (float *)c->p0, (void *)c->p1, (const float *)c->p2, c->i0, c->i1,
+                            c->p3, c->i2, c->f0);
+    case C_ROPE:
+        return zs_k_rope(st, (float *)c->p0, c->i0, c->i1, c->i2, (const int32_t *)c->p1,
+                         (const float *)c->p2, (const float *)c->p3);
+    case C_KV:
+        return zs_k_kv_store(st, &c->u.a.kv, c->i0, (const float *)c->p0, (const float *)c->p1,
+                             (const int32_t *)c->p2, c->i1);
+    case C_ATTN_MMA:
+        return zs_k_attn_prefill(st, (float *)c->p0, (const float *)c->p1, &c->u.a.kv, c->i0,
+                                 &c->u.a.step, c->i1, c->i2, c->f0);
+    case C_ATTN_SPLIT:
+        return zs_k_attn_split(st, (float *)c->p0, (const float *)c->p1, &c->u.a.kv, c->i0,
+                               &c->u.a.step, c->i1, c->i2, c->f0, c->i3, (float *)c->p2);
+    case C_SILU:
+        return zs_k_silu_mul(st, (float *)c->p0, (void *)c->p1, (const float *)c->p2,
+                             (const float *)c->p3, (size_t)c->l0);
+    case C_ADD:
+        return zs_k_add(st, (float *)c->p0, (const float *)c->p1, (size_t)c->l0);
+    case C_GATHER:
+        return zs_k_gather(st, (float *)c->p0, (const float *)c->p1, c->u.rows, c->i0, c->i1);
+    case C_GEMV:
+        return zs_k_gemv_multi(st, &c->u.gv, (const float *)c->p0, c->i0, c->l0);
+    default:
+        return cudaErrorInvalidValue;
+    }
+}
+
+static const char *cmd_name(const cmd_t *c) {
+    return c->kind > 0 && c->kind < C_NKINDS ? cmd_names[c->kind] : "?";
+}
+
+/* Launches the recorded commands directly and runs the rest of the step eagerly. */
+static int flush_eager(cuda_be_t *cb, zs_err_t *err) {
+    if (!cb->deferring) return 0;
+    cb->deferring = 0;
+    const size_t n = cb->ncmd;
+    cb->ncmd = 0;
+    for (size_t i = 0; i < n; i++) {
+        int rc = launch(cmd_exec(cb->st, &cb->cmds[i]), cmd_name(&cb->cmds[i]), err);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+static void graph_drop(graph_ent_t *g) {
+    if (g->exec) (void)cudaGraphExecDestroy(g->exec);
+    free(g->cmds);
+    memset(g, 0, sizeof *g);
+}
+
+/* Captures the recorded commands into a graph; *out = NULL (and 0) when capturing failed in
+ * a way that eager launches may not (the caller then runs them eagerly). */
+static int graph_capture(cuda_be_t *cb, cudaGraphExec_t *out, zs_err_t *err) {
+    *out = NULL;
+    cudaError_t e = cudaStreamBeginCapture(cb->st, cudaStreamCaptureModeThreadLocal);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    cudaError_t le = cudaSuccess;
+    size_t bad = 0;
+    for (size_t i = 0; i < cb->ncmd && le == cudaSuccess; i++) {
+        le = cmd_exec(cb->st, &cb->cmds[i]);
+        bad = i;
+    }
+    cudaGraph_t g = NULL;
+    e = cudaStreamEndCapture(cb->st, &g);
+    if (le != cudaSuccess) {
+        if (g) (void)cudaGraphDestroy(g);
+        (void)cudaGetLastError();
+        return launch(le, cmd_name(&cb->cmds[bad]), err);
+    }
+    if (e != cudaSuccess || g == NULL) {
+        if (g) (void)cudaGraphDestroy(g);
+        (void)cudaGetLastError();
+        return 0;
+    }
+    cudaGraphExec_t ge = NULL;
+    e = cudaGraphInstantiate(&ge, g, 0);
+    (void)cudaGraphDestroy(g);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    *out = ge;
+    return 0;
+}
+
+/* Runs the recorded step: a cached graph with the same command list, else a new capture. */
+static int flush(cuda_be_t *cb, zs_err_t *err) {
+    if (!cb->deferring) return 0;
+    const size_t n = cb->ncmd;
+    if (n == 0) {
+        cb->deferring = 0;
+        return 0;
+    }
+    graph_ent_t *hit = NULL, *victim = &cb->graphs[0];
+    for (int i = 0; i < GRAPH_CACHE; i++) {
+        graph_ent_t *g = &cb->graphs[i];
+        if (g->exec && g->n == n && memcmp(g->cmds, cb->cmds, n * sizeof(cmd_t)) == 0) {
+            hit = g;
+            break;
+        }
+        if (!g->exec || (victim->exec && g->used < victim->used)) victim = g;
+    }
+    if (hit == NULL) {
+        cmd_t *copy = malloc(n * sizeof(cmd_t));
+        if (copy == NULL) return flush_eager(cb, err);
+        cudaGraphExec_t ge = NULL;
+        int rc = graph_capture(cb, &ge, err);
+        if (rc || ge == NULL) {
+            free(copy);
+            if (rc) {
+                cb->deferring = 0;
+                cb->ncmd = 0;
+                return rc;
+            }
+            cb->use_graph = 0; /* capture is not possible here: eager from now on */
+            return flush_eager(cb, err);
+        }
+        memcpy(copy, cb->cmds, n * sizeof(cmd_t));
+        graph_drop(victim);
+        victim->exec = ge;
+        victim->cmds = copy;
+        victim->n = n;
+        hit = victim;
+    }
+    cb->deferring = 0;
+    cb->ncmd = 0;
+    hit->used = ++cb->graph_clock;
+    CU(cudaGraphLaunch(hit->exec, cb->st), "cudaGraphLaunch (decode step)");
+    return 0;
+}
+
+/* Records the command while a decode step is being recorded, else launches it. */
+static int submit(cuda_be_t *cb, const cmd_t *c, zs_err_t *err) {
+    if (cb->deferring) {
+        if (cb->ncmd == cb->cmd_cap) {
+            size_t cap = cb->cmd_cap ? cb->cmd_cap * 2 : 1024;
+            cmd_t *nc = realloc(cb->cmds, cap * sizeof(cmd_t));
+            if (nc == NULL) {
+                int rc = flush_eager(cb, err);
+                if (rc) return rc;
+                return launch(cmd_exec(cb->st, c), cmd_name(c), err);
+            }
+            cb->cmds = nc;
+            cb->cmd_cap = cap;
+        }
+        cb->cmds[cb->ncmd++] = *c;
+        return 0;
+    }
+    return launch(cmd_exec(cb->st, c), cmd_name(c), err);
 }
 
 static int cu_embed(zs_backend_t *b, float *x, const zs_bweight_t *table, zs_err_t *err) {
@@ -270,9 +499,15 @@ static int cu_embed(zs_backend_t *b, float *x, const zs_bweight_t *table, zs_err
             return zs_err_set(err, ZS_ERANGE, "cuda embed: token id %d outside [0, %lld)",
                               cb->batch.tok_ids[t], (long long)table->rows);
     touched(cb, x, (size_t)cb->batch.ntok * (size_t)table->cols * sizeof(float));
-    return launch(zs_k_embed(cb->st, x, table->data, kw_dtype(table->dtype), table->cols,
-                             cb->step.ids, cb->batch.ntok),
-                  "embedding kernel", err);
+    cmd_t c;
+    memset(&c, 0, sizeof c);
+    c.kind = C_EMBED;
+    c.p0 = x;
+    c.p1 = table->data;
+    c.i0 = kw_dtype(table->dtype);
+    c.l0 = table->cols;
+    c.u.a.step = cb->step;
+    return submit(cb, &c, err);
 }
 
 static int cu_rmsnorm(zs_backend_t *b, float *y, const float *x, int32_t n, int32_t dim,
@@ -287,15 +522,29 @@ static int cu_rmsnorm(zs_backend_t *b, float *y, const float *x, int32_t n, int3
     const size_t elems = (size_t)n * (size_t)dim;
     touched(cb, y, elems * sizeof(float));
     if ((rc = shadow_reserve(cb, elems * 2, err))) return rc;
-    if ((rc = launch(zs_k_rmsnorm(cb->st, y, cb->shadow, x, n, dim, w->data, kw_dtype(w->dtype), eps),
-                     "rmsnorm kernel", err)))
-        return rc;
+    cmd_t c;
+    memset(&c, 0, sizeof c);
+    c.kind = C_RMSNORM;
+    c.p0 = y;
+    c.p1 = cb->shadow;
+    c.p2 = x;
+    c.i0 = n;
+    c.i1 = dim;
+    c.p3 = w->data;
+    c.i2 = kw_dtype(w->dtype);
+    c.f0 = eps;
+    if ((rc = submit(cb, &c, err))) return rc;
     shadow_set(cb, y, elems, 0);
     return 0;
 }
 
 static int rope_tables(cuda_be_t *cb, const float *inv_freq, int32_t half, float af, int64_t rows,
                        zs_err_t *err) {
+    if (rows > cb->tab_rows || cb->rope_inv_dev != inv_freq || cb->rope_half != half ||
+        cb->rope_af != af) {
+        int rc = flush_eager(cb, err); /* recorded commands may use the old tables */
+        if (rc) return rc;
+    }
     if (cb->rope_inv_dev != inv_freq || cb->rope_half != half || cb->rope_af != af) {
         /* new frequencies: fetch them (head_dim / 2 floats, once) and start the tables over */
         CU(cudaMemcpyAsync(cb->rope_inv, inv_freq, (size_t)half * sizeof(float),
@@ -348,12 +597,21 @@ static int cu_rope(zs_backend_t *b, float *x, int32_t nheads, int32_t head_dim,
     int rc = rope_tables(cb, inv_freq, head_dim / 2, attn_factor, (int64_t)cb->max_pos + 1, err);
     if (rc) return rc;
     touched(cb, x, (size_t)cb->batch.ntok * nheads * head_dim * sizeof(float));
-    return launch(zs_k_rope(cb->st, x, cb->batch.ntok, nheads, head_dim, cb->step.pos, cb->d_cos,
-                            cb->d_sin),
-                  "rope kernel", err);
+    cmd_t c;
+    memset(&c, 0, sizeof c);
+    c.kind = C_ROPE;
+    c.p0 = x;
+    c.i0 = cb->batch.ntok;
+    c.i1 = nheads;
+    c.i2 = head_dim;
+    c.p1 = cb->step.pos;
+    c.p2 = cb->d_cos;
+    c.p3 = cb->d_sin;
+    return submit(cb, &c, err);
 }
 
 static void kern_kv(zs_kern_kv_t *k, void *pool, const zs_kv_layout_t *l) {
+    memset(k, 0, sizeof *k);
     k->pool = pool;
     k->block_size = l->block_size;
     k->head_dim = l->head_dim;
@@ -372,10 +630,16 @@ static int cu_kv_store(zs_backend_t *b, void *pool, const zs_kv_layout_t *l, int
         return zs_err_set(err, ZS_EUNSUPPORTED, "cuda kv_store: KV cache dtype must be BF16");
     if (layer < 0 || layer >= l->nlayers)
         return zs_err_set(err, ZS_EINVAL, "cuda kv_store: layer %d of %d", layer, l->nlayers);
-    zs_kern_kv_t kv;
-    kern_kv(&kv, pool, l);
-    return launch(zs_k_kv_store(cb->st, &kv, layer, k, v, cb->step.slot, cb->batch.ntok),
-                  "kv_store kernel", err);
+    cmd_t c;
+    memset(&c, 0, sizeof c);
+    c.kind = C_KV;
+    kern_kv(&c.u.a.kv, pool, l);
+    c.i0 = layer;
+    c.p0 = k;
+    c.p1 = v;
+    c.p2 = cb->step.slot;
+    c.i1 = cb->batch.ntok;
+    return submit(cb, &c, err);
 }
 
 static int cu_attention(zs_backend_t *b, float *out, const float *q, const void *pool,
@@ -391,17 +655,31 @@ static int cu_attention(zs_backend_t *b, float *out, const float *q, const void 
                           nheads, l->nkv_heads, l->head_dim);
     if (layer < 0 || layer >= l->nlayers)
         return zs_err_set(err, ZS_EINVAL, "cuda attention: layer %d of %d", layer, l->nlayers);
-    zs_kern_kv_t kv;
-    kern_kv(&kv, (void *)pool, l);
+    cmd_t c;
+    memset(&c, 0, sizeof c);
+    kern_kv(&c.u.a.kv, (void *)pool, l);
+    c.u.a.step = cb->step;
+    c.p0 = out;
+    c.p1 = q;
+    c.i0 = layer;
+    c.i1 = nheads;
+    c.i2 = window;
+    c.f0 = scale;
     const int32_t ntok = cb->batch.ntok, hd = l->head_dim;
     touched(cb, out, (size_t)ntok * nheads * hd * sizeof(float));
-    if (cb->attn_mode != ATTN_SIMPLE && !cb->decode_only && zs_k_attn_mma_supported(hd))
-        return launch(zs_k_attn_prefill(cb->st, out, q, &kv, layer, &cb->step, nheads, window, scale),
-                      "attention kernel (tensor-core prefill)", err);
+    if (cb->attn_mode != ATTN_SIMPLE && !cb->decode_only && zs_k_attn_mma_supported(hd)) {
+        c.kind = C_ATTN_MMA;
+        return submit(cb, &c, err);
+    }
     /* split-K over the key range: enough CTAs to fill the GPU, at least one chunk each */
-    int64_t maxlen = (int64_t)cb->max_pos + 1;
-    if (window > 0 && maxlen > window) maxlen = window;
     const int64_t ch = zs_k_attn_split_chunk(hd);
+    int64_t maxlen = (int64_t)cb->max_pos + 1;
+    if (cb->deferring) { /* the same split count for a range of lengths: graphs get reused */
+        int64_t bucket = ch;
+        while (bucket < maxlen) bucket *= 2;
+        maxlen = bucket;
+    }
+    if (window > 0 && maxlen > window) maxlen = window;
     int64_t chunks = (maxlen + ch - 1) / ch;
     int64_t want = (4 * 132 + (int64_t)ntok * l->nkv_heads - 1) / ((int64_t)ntok * l->nkv_heads);
     int64_t nsplit = want < chunks ? want : chunks;
@@ -412,6 +690,8 @@ static int cu_attention(zs_backend_t *b, float *out, const float *q, const void 
     if (nsplit < 1) nsplit = 1;
     const size_t need = zs_k_attn_split_floats(ntok, nheads, hd, (int32_t)nsplit);
     if (need > cb->part_cap) {
+        int rc = flush_eager(cb, err); /* recorded commands may use the old scratch */
+        if (rc) return rc;
         CU(cudaStreamSynchronize(cb->st), "cudaStreamSynchronize (growing attention scratch)");
         cudaFree(cb->part);
         cb->part = NULL;
@@ -419,9 +699,10 @@ static int cu_attention(zs_backend_t *b, float *out, const float *q, const void 
         CU(cudaMalloc((void **)&cb->part, need * sizeof(float)), "cudaMalloc (attention scratch)");
         cb->part_cap = need;
     }
-    return launch(zs_k_attn_split(cb->st, out, q, &kv, layer, &cb->step, nheads, window, scale,
-                                  (int32_t)nsplit, cb->part),
-                  "attention kernel (split)", err);
+    c.kind = C_ATTN_SPLIT;
+    c.i3 = (int32_t)nsplit;
+    c.p2 = cb->part;
+    return submit(cb, &c, err);
 }
 
 static int cu_silu_mul(zs_backend_t *b, float *y, const float *gate, const float *up, size_t n,
@@ -431,8 +712,15 @@ static int cu_silu_mul(zs_backend_t *b, float *y, const float *gate, const float
     touched(cb, y, n * sizeof(float));
     int rc = shadow_reserve(cb, n * 2, err);
     if (rc) return rc;
-    if ((rc = launch(zs_k_silu_mul(cb->st, y, cb->shadow, gate, up, n), "silu_mul kernel", err)))
-        return rc;
+    cmd_t c;
+    memset(&c, 0, sizeof c);
+    c.kind = C_SILU;
+    c.p0 = y;
+    c.p1 = cb->shadow;
+    c.p2 = gate;
+    c.p3 = up;
+    c.l0 = (int64_t)n;
+    if ((rc = submit(cb, &c, err))) return rc;
     shadow_set(cb, y, n, 0);
     return 0;
 }
@@ -440,7 +728,14 @@ static int cu_silu_mul(zs_backend_t *b, float *y, const float *gate, const float
 static int cu_add(zs_backend_t *b, float *y, const float *x, size_t n, zs_err_t *err) {
     cuda_be_t *cb = CB(b);
     touched(cb, y, n * sizeof(float));
-    return launch(zs_k_add(cb->st, y, x, n), "add kernel", err);
+    if (n == 0) return 0;
+    cmd_t c;
+    memset(&c, 0, sizeof c);
+    c.kind = C_ADD;
+    c.p0 = y;
+    c.p1 = x;
+    c.l0 = (int64_t)n;
+    return submit(cb, &c, err);
 }
 
 static int cu_gather_rows(zs_backend_t *b, float *y, const float *x, const int32_t *rows,
@@ -449,41 +744,83 @@ static int cu_gather_rows(zs_backend_t *b, float *y, const float *x, const int32
     touched(cb, y, (size_t)nrows * dim * sizeof(float));
     for (int32_t r0 = 0; r0 < nrows; r0 += ZS_K_GATHER_MAX) {
         int32_t nr = nrows - r0 < ZS_K_GATHER_MAX ? nrows - r0 : ZS_K_GATHER_MAX;
-        zs_k_rows_t rr;
-        memset(&rr, 0, sizeof rr);
-        for (int32_t i = 0; i < nr; i++) rr.r[i] = rows[r0 + i];
-        int rc = launch(zs_k_gather(cb->st, y + (size_t)r0 * dim, x, rr, nr, dim), "gather kernel", err);
+        cmd_t c;
+        memset(&c, 0, sizeof c);
+        c.kind = C_GATHER;
+        for (int32_t i = 0; i < nr; i++) c.u.rows.r[i] = rows[r0 + i];
+        c.p0 = y + (size_t)r0 * dim;
+        c.p1 = x;
+        c.i0 = nr;
+        c.i1 = dim;
+        int rc = submit(cb, &c, err);
         if (rc) return rc;
     }
     return 0;
 }
 
 /* --- matrix products ---------------------------------------------------------------------- */
-static int cu_matmul(zs_backend_t *b, float *y, const float *x, int32_t n, const zs_bweight_t *w,
-                     const zs_bweight_t *bias, zs_err_t *err) {
-    cuda_be_t *cb = CB(b);
-    if (n <= 0) return 0;
+static int check_mm(const zs_bweight_t *w, const zs_bweight_t *bias, zs_err_t *err) {
     int rc = check_wdtype(w, "matmul", err);
     if (rc) return rc;
     if (w->rows < 1 || w->cols < 1 || w->rows > INT32_MAX || w->cols > INT32_MAX)
         return zs_err_set(err, ZS_EINVAL, "cuda matmul: weight of %lld x %lld", (long long)w->rows,
                           (long long)w->cols);
-    const int m = (int)w->rows, k = (int)w->cols;
-    const int has_bias = bias != NULL && bias->data != NULL;
-    if (has_bias) {
+    if (bias != NULL && bias->data != NULL) {
         if ((rc = check_wdtype(bias, "matmul bias", err))) return rc;
         if (bias->rows * bias->cols != w->rows)
-            return zs_err_set(err, ZS_EINVAL, "cuda matmul: bias of %lld for %d outputs",
-                              (long long)(bias->rows * bias->cols), m);
+            return zs_err_set(err, ZS_EINVAL, "cuda matmul: bias of %lld for %lld outputs",
+                              (long long)(bias->rows * bias->cols), (long long)w->rows);
     }
-    if (cb->use_gemv && zs_k_gemv_supported(n, k, kw_dtype(w->dtype)) &&
-        ((uintptr_t)w->data & 15u) == 0 && ((uintptr_t)x & 15u) == 0) {
-        /* decode-sized step: stream the weights once, float32 activations as they are */
+    return 0;
+}
+
+static int has_data(const zs_bweight_t *bias) { return bias != NULL && bias->data != NULL; }
+
+/* decode-sized step the GEMV kernel takes: stream the weights once, float32 activations */
+static int gemv_ok(const cuda_be_t *cb, int32_t n, const zs_bweight_t *w, const float *x) {
+    return cb->use_gemv && zs_k_gemv_supported(n, w->cols, kw_dtype(w->dtype)) &&
+           ((uintptr_t)w->data & 15u) == 0 && ((uintptr_t)x & 15u) == 0;
+}
+
+static void gemv_seg(zs_k_gemv_t *g, int i, float *y, const zs_bweight_t *w,
+                     const zs_bweight_t *bias) {
+    g->seg[i].W = w->data;
+    g->seg[i].bias = has_data(bias) ? bias->data : NULL;
+    g->seg[i].y = y;
+    g->seg[i].rows = w->rows;
+}
+
+static int gemv_submit(cuda_be_t *cb, const float *x, int32_t n, int64_t cols, const zs_k_gemv_t *g,
+                       zs_err_t *err) {
+    cmd_t c;
+    memset(&c, 0, sizeof c);
+    c.kind = C_GEMV;
+    c.p0 = x;
+    c.i0 = n;
+    c.l0 = cols;
+    c.u.gv = *g;
+    return submit(cb, &c, err);
+}
+
+static int cu_matmul(zs_backend_t *b, float *y, const float *x, int32_t n, const zs_bweight_t *w,
+                     const zs_bweight_t *bias, zs_err_t *err) {
+    cuda_be_t *cb = CB(b);
+    if (n <= 0) return 0;
+    int rc = check_mm(w, bias, err);
+    if (rc) return rc;
+    const int m = (int)w->rows, k = (int)w->cols;
+    const int hb = has_data(bias);
+    if (gemv_ok(cb, n, w, x)) {
         touched(cb, y, (size_t)n * (size_t)m * sizeof(float));
-        return launch(zs_k_gemv(cb->st, y, x, n, w->data, kw_dtype(w->dtype), m, k,
-                                has_bias ? bias->data : NULL, has_bias ? kw_dtype(bias->dtype) : 0),
-                      "gemv kernel", err);
+        zs_k_gemv_t g;
+        memset(&g, 0, sizeof g);
+        g.nseg = 1;
+        g.wdt = kw_dtype(w->dtype);
+        g.bdt = hb ? kw_dtype(bias->dtype) : 0;
+        gemv_seg(&g, 0, y, w, bias);
+        return gemv_submit(cb, x, n, k, &g, err);
     }
+    if ((rc = flush_eager(cb, err))) return rc; /* cuBLAS is not recorded */
     const float one = 1.0f, zero = 0.0f;
     cublasStatus_t s;
     if (w->dtype == ZS_F32) {
@@ -512,9 +849,93 @@ static int cu_matmul(zs_backend_t *b, float *y, const float *x, int32_t n, const
         return blas_err(err, s, what);
     }
     touched(cb, y, (size_t)n * (size_t)m * sizeof(float));
-    if (has_bias)
+    if (hb)
         return launch(zs_k_bias(cb->st, y, bias->data, kw_dtype(bias->dtype), n, m), "bias kernel", err);
     return 0;
+}
+
+/* q/k/v: one GEMV launch over the three matrices when all qualify, else three products. */
+static int cu_matmul3(zs_backend_t *b, float *y0, float *y1, float *y2, const float *x, int32_t n,
+                      const zs_bweight_t *w0, const zs_bweight_t *w1, const zs_bweight_t *w2,
+                      const zs_bweight_t *b0, const zs_bweight_t *b1, const zs_bweight_t *b2,
+                      zs_err_t *err) {
+    cuda_be_t *cb = CB(b);
+    if (n <= 0) return 0;
+    const zs_bweight_t *w[3] = {w0, w1, w2}, *bs[3] = {b0, b1, b2};
+    float *y[3] = {y0, y1, y2};
+    int rc;
+    for (int i = 0; i < 3; i++)
+        if ((rc = check_mm(w[i], bs[i], err))) return rc;
+    int fuse = 1;
+    for (int i = 0; i < 3; i++) {
+        fuse = fuse && gemv_ok(cb, n, w[i], x) && w[i]->cols == w0->cols &&
+               w[i]->dtype == w0->dtype && has_data(bs[i]) == has_data(b0) &&
+               (!has_data(bs[i]) || bs[i]->dtype == b0->dtype);
+    }
+    if (!fuse) {
+        for (int i = 0; i < 3; i++)
+            if ((rc = cu_matmul(b, y[i], x, n, w[i], bs[i], err))) return rc;
+        return 0;
+    }
+    zs_k_gemv_t g;
+    memset(&g, 0, sizeof g);
+    g.nseg = 3;
+    g.wdt = kw_dtype(w0->dtype);
+    g.bdt = has_data(b0) ? kw_dtype(b0->dtype) : 0;
+    for (int i = 0; i < 3; i++) {
+        touched(cb, y[i], (size_t)n * (size_t)w[i]->rows * sizeof(float));
+        gemv_seg(&g, i, y[i], w[i], bs[i]);
+    }
+    return gemv_submit(cb, x, n, w0->cols, &g, err);
+}
+
+/* y += x @ w^T (+ bias): GEMV adding into y, else product into scratch + add. */
+static int cu_matmul_add(zs_backend_t *b, float *y, const float *x, int32_t n, const zs_bweight_t *w,
+                         const zs_bweight_t *bias, float *scratch, zs_err_t *err) {
+    cuda_be_t *cb = CB(b);
+    if (n <= 0) return 0;
+    int rc = check_mm(w, bias, err);
+    if (rc) return rc;
+    if (!gemv_ok(cb, n, w, x)) {
+        if ((rc = cu_matmul(b, scratch, x, n, w, bias, err))) return rc;
+        return cu_add(b, y, scratch, (size_t)n * (size_t)w->rows, err);
+    }
+    touched(cb, y, (size_t)n * (size_t)w->rows * sizeof(float));
+    zs_k_gemv_t g;
+    memset(&g, 0, sizeof g);
+    g.nseg = 1;
+    g.acc = 1;
+    g.wdt = kw_dtype(w->dtype);
+    g.bdt = has_data(bias) ? kw_dtype(bias->dtype) : 0;
+    gemv_seg(&g, 0, y, w, bias);
+    return gemv_submit(cb, x, n, w->cols, &g, err);
+}
+
+/* y = silu(x @ wg^T) * (x @ wu^T): one GEMV reading both matrices, else two products +
+ * silu_mul. */
+static int cu_matmul_silu(zs_backend_t *b, float *y, const float *x, int32_t n,
+                          const zs_bweight_t *wg, const zs_bweight_t *wu, float *scratch,
+                          zs_err_t *err) {
+    cuda_be_t *cb = CB(b);
+    if (n <= 0) return 0;
+    int rc = check_mm(wg, NULL, err);
+    if (rc == 0) rc = check_mm(wu, NULL, err);
+    if (rc) return rc;
+    if (!(gemv_ok(cb, n, wg, x) && gemv_ok(cb, n, wu, x) && wg->rows == wu->rows &&
+          wg->cols == wu->cols && wg->dtype == wu->dtype)) {
+        if ((rc = cu_matmul(b, y, x, n, wg, NULL, err))) return rc;
+        if ((rc = cu_matmul(b, scratch, x, n, wu, NULL, err))) return rc;
+        return cu_silu_mul(b, y, y, scratch, (size_t)n * (size_t)wg->rows, err);
+    }
+    touched(cb, y, (size_t)n * (size_t)wg->rows * sizeof(float));
+    zs_k_gemv_t g;
+    memset(&g, 0, sizeof g);
+    g.nseg = 2;
+    g.pair = 1;
+    g.wdt = kw_dtype(wg->dtype);
+    gemv_seg(&g, 0, y, wg, NULL);
+    gemv_seg(&g, 1, scratch, wu, NULL);
+    return gemv_submit(cb, x, n, wg->cols, &g, err);
 }
 
 /* --- lifetime --------------------------------------------------------------------------- */
@@ -522,6 +943,8 @@ static void cu_destroy(zs_backend_t *b) {
     cuda_be_t *cb = CB(b);
     if (cb == NULL) return;
     if (cb->st) (void)cudaStreamSynchronize(cb->st);
+    for (int i = 0; i < GRAPH_CACHE; i++) graph_drop(&cb->graphs[i]);
+    free(cb->cmds);
     cudaFree(cb->d_meta);
     cudaFreeHost(cb->h_meta);
     cudaFree(cb->d_cos);
@@ -536,6 +959,30 @@ static void cu_destroy(zs_backend_t *b) {
 }
 
 static const zs_backend_ops_t cuda_ops = {
+    .name = "cuda",
+    .destroy = cu_destroy,
+    .alloc = cu_alloc,
+    .free = cu_free,
+    .upload = cu_upload,
+    .download = cu_download,
+    .sync = cu_sync,
+    .begin_batch = cu_begin_batch,
+    .embed = cu_embed,
+    .matmul = cu_matmul,
+    .rmsnorm = cu_rmsnorm,
+    .rope = cu_rope,
+    .kv_store = cu_kv_store,
+    .attention = cu_attention,
+    .silu_mul = cu_silu_mul,
+    .add = cu_add,
+    .gather_rows = cu_gather_rows,
+    .matmul3 = cu_matmul3,
+    .matmul_add = cu_matmul_add,
+    .matmul_silu = cu_matmul_silu,
+};
+
+/* ZS_CUDA_FUSE=0: the same backend without the fused ops (model.c composes them). */
+static const zs_backend_ops_t cuda_ops_unfused = {
     .name = "cuda",
     .destroy = cu_destroy,
     .alloc = cu_alloc,
@@ -598,6 +1045,10 @@ int zs_cuda_backend_create(int device, zs_backend_t **out, zs_err_t *err) {
     cb->attn_mode = am && strcmp(am, "simple") == 0 ? ATTN_SIMPLE : ATTN_AUTO;
     const char *gv = getenv("ZS_CUDA_GEMV");
     cb->use_gemv = !(gv && strcmp(gv, "0") == 0);
+    const char *gr = getenv("ZS_CUDA_GRAPH");
+    cb->use_graph = !(gr && strcmp(gr, "0") == 0);
+    const char *fu = getenv("ZS_CUDA_FUSE");
+    if (fu && strcmp(fu, "0") == 0) cb->base.ops = &cuda_ops_unfused;
     *out = &cb->base;
     return 0;
 fail:

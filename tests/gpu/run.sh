@@ -18,8 +18,9 @@ check test_gpu_loader "$REL/test_gpu_loader" "$MODEL"
 check cli_load_verify_cuda "$BIN" load "$MODEL" --device cuda:0 --verify
 check cli_load_verify_cpu "$BIN" load "$MODEL" --device cpu --verify
 check cli_bad_device bad_device
-# CUDA engine against the CPU engine on the tiny models of every variant (q/k halved, see
-# tests/gpu/tiny_gpu_models.py; needs numpy and safetensors), with both attention kernels
+# CUDA engine against the CPU engine on the well-conditioned tiny models of every variant
+# (transformers-style initialisation, see tests/gpu/tiny_gpu_models.py; needs numpy and
+# safetensors), with both attention kernels; decode steps run as CUDA graphs
 TINY=${ZS_GPU_TINY:-/tmp/zs-gpu-tiny}
 if python3 tests/gpu/tiny_gpu_models.py "$TINY" >/dev/null 2>&1; then
   check cuda_engine_vs_cpu "$REL/test_cuda_engine" compare "$TINY"/*

@@ -143,15 +143,24 @@ static int run_decode(zs_engine_t *e, const int32_t *ids, int32_t n, float *lg, 
     return rc;
 }
 
-/* prefill, then ngen greedy tokens with single decode steps; out[ngen] */
+/* prefill, then ngen greedy tokens with single decode steps; out[ngen]; margin[i] (may be NULL):
+ * the gap between the top two logits at step i, relative to the range of that step's logits */
 static int run_greedy(zs_engine_t *e, const int32_t *ids, int32_t n, int32_t ngen, int32_t *out,
-                      float *lgbuf, zs_err_t *err) {
+                      float *lgbuf, double *margin, zs_err_t *err) {
     const int32_t V = zs_engine_config(e)->vocab;
     int32_t seq;
     int rc = zs_engine_seq_new(e, &seq, err);
     if (rc == 0) rc = zs_engine_prefill(e, seq, ids, n, lgbuf, err);
     for (int32_t i = 0; rc == 0 && i < ngen; i++) {
         out[i] = argmax(lgbuf, V);
+        if (margin != NULL) {
+            float top = lgbuf[out[i]], second = -INFINITY, lo = INFINITY;
+            for (int32_t v = 0; v < V; v++) {
+                if (v != out[i] && lgbuf[v] > second) second = lgbuf[v];
+                if (lgbuf[v] < lo) lo = lgbuf[v];
+            }
+            margin[i] = top > lo ? (double)(top - second) / (double)(top - lo) : 0.0;
+        }
         if (i + 1 < ngen) rc = zs_engine_decode(e, 1, &seq, &out[i], lgbuf, err);
     }
     zs_engine_seq_free(e, seq, NULL);
@@ -253,21 +262,31 @@ static int compare_one(const char *dir) {
         for (int i = 0; i < 3; i++) zs_engine_seq_free(gpu.e, s[i], NULL);
     }
 
-    { /* greedy continuations */
+    { /* greedy continuations: identical up to the first step where the CPU reference's top two
+       * logits are a near-tie (gap under 1e-3 of the logit range), where float summation order
+       * may legitimately decide; a divergence at any clear margin fails */
         const int32_t ngen = 32;
         int32_t ga[32], gb[32];
-        rc = run_greedy(cpu.e, ids, 20, ngen, ga, ref, &err);
-        if (rc == 0) rc = run_greedy(gpu.e, ids, 20, ngen, gb, got, &err);
-        int same = rc == 0 && memcmp(ga, gb, sizeof ga) == 0;
+        double margin[32];
+        rc = run_greedy(cpu.e, ids, 20, ngen, ga, ref, margin, &err);
+        if (rc == 0) rc = run_greedy(gpu.e, ids, 20, ngen, gb, got, NULL, &err);
+        int32_t first_diff = ngen, first_tie = ngen;
+        for (int32_t i = 0; i < ngen; i++) {
+            if (first_diff == ngen && ga[i] != gb[i]) first_diff = i;
+            if (first_tie == ngen && margin[i] < 1e-3) first_tie = i;
+        }
+        int ok = rc == 0 && first_diff >= first_tie;
         if (rc) fprintf(stderr, "  %s\n", err.msg);
-        if (!same && rc == 0) {
+        if (rc == 0 && first_diff < ngen) {
+            fprintf(stderr, "  greedy: first difference at token %d (reference top-2 margin there %.2e; first near-tie at %d)\n",
+                    first_diff, margin[first_diff], first_tie);
             fprintf(stderr, "  cpu :");
             for (int i = 0; i < ngen; i++) fprintf(stderr, " %d", ga[i]);
             fprintf(stderr, "\n  cuda:");
             for (int i = 0; i < ngen; i++) fprintf(stderr, " %d", gb[i]);
             fprintf(stderr, "\n");
         }
-        report(dir, "greedy 32 tokens identical", same ? 0.0 : 1.0, same);
+        report(dir, "greedy 32 tokens identical up to the first near-tie", ok ? 0.0 : 1.0, ok);
     }
 out:
     free(ids);

@@ -64,6 +64,21 @@ cudaError_t zs_k_gather(cudaStream_t st, float *y, const float *x, zs_k_rows_t r
 int zs_k_gemv_supported(int32_t n, int64_t cols, int wdt);
 cudaError_t zs_k_gemv(cudaStream_t st, float *y, const float *x, int32_t n, const void *W, int wdt,
                       int64_t rows, int64_t cols, const void *bias, int bdt);
+/* One launch over up to ZS_K_GEMV_SEGS matrices of the same input x[n, cols] and dtype wdt
+ * (rows of segment i -> seg[i].y[t * seg[i].rows + row]); acc: y += product (+ bias);
+ * pair: nseg == 2 (gate, up; equal rows, no bias): seg[0].y = silu(x Wg^T) * (x Wu^T). */
+#define ZS_K_GEMV_SEGS 3
+typedef struct zs_k_gemv_seg {
+    const void *W, *bias;
+    float *y;
+    int64_t rows;
+} zs_k_gemv_seg_t;
+typedef struct zs_k_gemv {
+    zs_k_gemv_seg_t seg[ZS_K_GEMV_SEGS];
+    int32_t nseg, wdt, bdt, acc, pair;
+} zs_k_gemv_t;
+cudaError_t zs_k_gemv_multi(cudaStream_t st, const zs_k_gemv_t *a, const float *x, int32_t n,
+                            int64_t cols);
 
 /* Attention, tensor-core flash kernel (head_dim % 8 == 0, head_dim <= 128): one CTA per
  * (tile of <= 64 tokens of one sequence, query head). */
