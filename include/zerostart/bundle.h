@@ -27,6 +27,10 @@ typedef struct zs_bundle_opts {
     zs_engine_opts_t engine;      /* .backend is set from the device */
     int require_tokenizer;        /* fail when tokenizer.json is missing or unusable */
     zs_pool_t *pool;              /* optional: load through the hot model pool (fill if needed) */
+    /* Return as soon as the engine exists, with the weights still streaming in: the forward
+     * pass waits for each layer just before it first uses it, so a prompt's prefill overlaps
+     * the load. zs_bundle_finish_load completes it (zs_bundle_free does too). */
+    int overlap_load;
 } zs_bundle_opts_t;
 
 void zs_bundle_opts_default(zs_bundle_opts_t *o);
@@ -48,7 +52,7 @@ typedef struct zs_bundle_timeline {
     double tokenizer;             /* tokenizer and chat template ready (overlaps the weights) */
     double first_layer;           /* embeddings and layer 0 resident */
     double weights;               /* every tensor resident */
-    double engine;                /* engine built: ready to generate */
+    double engine;                /* engine built (with overlap_load: before the weights are in) */
     zs_weights_source_t source;
     uint64_t bytes;               /* weight bytes moved to the device */
     double load_gbps;             /* bytes / (weights - load start) */
@@ -65,12 +69,15 @@ typedef struct zs_bundle {
     int32_t nstop;
     zs_bundle_timeline_t timeline;
     zs_pool_model_t *pooled;      /* the pool segment the weights came from, kept attached */
+    struct zs_bundle_loading *loading; /* overlap_load: the load still in progress */
 } zs_bundle_t;
 
 int zs_bundle_open(const char *dir, const zs_bundle_opts_t *opts, zs_bundle_t **out, zs_err_t *err);
 /* The timeline as a JSON object (malloc'd text), with first_token_s added when >= 0. */
 char *zs_bundle_timeline_json(const zs_bundle_t *b, double first_token_s);
 void zs_bundle_free(zs_bundle_t *b);
+/* Waits for every weight (overlap_load) and records the timeline; no-op otherwise. */
+int zs_bundle_finish_load(zs_bundle_t *b, zs_err_t *err);
 
 #ifdef __cplusplus
 }

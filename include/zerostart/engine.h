@@ -29,6 +29,12 @@ typedef struct zs_engine_opts {
     int32_t block_size;           /* positions per KV block; 0 = 16 */
     int32_t max_step_tokens;      /* tokens per forward step; longer inputs are split into
                                      several steps (chunked prefill); 0 = 256 */
+    /* Weights still arriving (a load in progress, see zs_load_wait_layer): called before the
+     * forward pass first uses the embeddings (stage -1), layer L (stage L) and the final norm
+     * and lm_head (stage nlayers); returns 0 once they are resident, an error to fail the step.
+     * Each stage is waited for once. NULL: the weights are all resident. */
+    int (*wait_weights)(void *ctx, int32_t stage, zs_err_t *err);
+    void *wait_ctx;
     double kv_gpu_fraction;       /* CUDA backend, when kv_blocks == 0 and kv_bytes == 0: KV
                                      capacity = this fraction, in (0, 1], of the GPU memory
                                      free (cudaMemGetInfo) once the weights and the activation
@@ -55,6 +61,8 @@ int zs_engine_create_from(const char *config_json, size_t len, zs_wlookup_fn loo
                           zs_device_kind_t weights_device, const zs_engine_opts_t *opts,
                           zs_engine_t **out, zs_err_t *err);
 void zs_engine_free(zs_engine_t *e);
+/* Every weight is resident: the engine stops calling opts.wait_weights. */
+void zs_engine_weights_resident(zs_engine_t *e);
 
 const zs_model_config_t *zs_engine_config(const zs_engine_t *e);
 const zs_kv_cache_t *zs_engine_kv(const zs_engine_t *e);

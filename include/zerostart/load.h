@@ -96,6 +96,11 @@ int zs_load_begin(const zs_ckpt_t *ck, const zs_load_opts_t *opts, zs_load_t **o
 /* Blocks until every tensor of `layer` is resident (-1: non-layer tensors); returns the
  * load's error if it failed. Layers outside the model return ZS_EINVAL. */
 int zs_load_wait_layer(zs_load_t *ld, int32_t layer, zs_err_t *err);
+/* Seconds from zs_load_begin until every tensor of `layer` (-1: non-layer tensors) was
+ * resident; a negative value while it is not (or for a layer outside the model). */
+double zs_load_layer_time(zs_load_t *ld, int32_t layer);
+/* Blocks until one tensor (by name) is resident; ZS_ENOENT for an unknown name. */
+int zs_load_wait_tensor(zs_load_t *ld, const char *name, zs_err_t *err);
 /* The weights under load (valid after zs_load_begin succeeds; tensor data is only valid
  * once its layer is ready). */
 zs_weights_t *zs_load_weights(zs_load_t *ld);

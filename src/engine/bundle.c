@@ -75,6 +75,50 @@ static int bundle_text_side(zs_bundle_t *b, const zs_bundle_opts_t *o, zs_err_t 
     return ZS_OK;
 }
 
+/* A load the bundle started and has not finished. */
+typedef struct zs_bundle_loading {
+    zs_bundle_t *b;
+    zs_load_t *ld;
+    double t0, t_load;
+} zs_bundle_loading_t;
+
+/* Engine hook (overlap_load): stage -1 = embeddings, L = layer L, nlayers = final norm and
+ * lm_head (with every other non-layer tensor). */
+static int bundle_wait_stage(void *ctx, int32_t stage, zs_err_t *err) {
+    zs_bundle_loading_t *lg = ctx;
+    int32_t n = lg->b->ckpt->nlayers;
+    int rc;
+    if (stage < 0) {
+        rc = zs_load_wait_tensor(lg->ld, "model.embed_tokens.weight", err);
+        if (rc == ZS_ENOENT) rc = zs_load_wait_layer(lg->ld, -1, err);
+    } else {
+        rc = zs_load_wait_layer(lg->ld, stage >= n ? -1 : stage, err);
+    }
+    return rc;
+}
+
+int zs_bundle_finish_load(zs_bundle_t *b, zs_err_t *err) {
+    zs_bundle_loading_t *lg = b->loading;
+    if (lg == NULL) return ZS_OK;
+    b->loading = NULL;
+    int rc = ZS_OK;
+    if (lg->ld != NULL) {
+        if (b->ckpt->nlayers > 0 && zs_load_wait_layer(lg->ld, 0, NULL) == ZS_OK)
+            b->timeline.first_layer = lg->t_load - lg->t0 + zs_load_layer_time(lg->ld, 0);
+        rc = zs_load_finish(lg->ld, &b->weights, err);
+        if (rc == ZS_OK) { /* the loader's clock: when the last byte became resident */
+            const zs_load_stats_t *st = &b->weights->stats;
+            b->timeline.weights = lg->t_load - lg->t0 + st->total_s;
+            b->timeline.bytes = st->bytes;
+            b->timeline.load_gbps = st->total_s > 0 ? (double)st->bytes / st->total_s / 1e9 : 0.0;
+            if (b->pooled == NULL && b->weights->stats.bytes_direct > 0) b->timeline.source = ZS_SRC_DISK;
+            if (b->engine != NULL) zs_engine_weights_resident(b->engine);
+        }
+    }
+    free(lg);
+    return rc;
+}
+
 int zs_bundle_open(const char *dir, const zs_bundle_opts_t *opts, zs_bundle_t **out, zs_err_t *err) {
     *out = NULL;
     double t0 = zs_now();
@@ -102,29 +146,30 @@ int zs_bundle_open(const char *dir, const zs_bundle_opts_t *opts, zs_bundle_t **
         b->timeline.source = how == ZS_POOL_HIT ? ZS_SRC_POOL : ZS_SRC_POOL_FILLED;
         b->timeline.pool = zs_now() - t0;
     }
-    double t_load = zs_now();
-    zs_load_t *ld = NULL;
-    rc = zs_load_begin(b->ckpt, &o.load, &ld, err);
+    zs_bundle_loading_t *lg = calloc(1, sizeof *lg);
+    if (lg == NULL) {
+        rc = zs_err_set(err, ZS_ENOMEM, "%s: out of memory", dir);
+        goto fail;
+    }
+    b->loading = lg;
+    lg->b = b;
+    lg->t0 = t0;
+    lg->t_load = zs_now();
+    rc = zs_load_begin(b->ckpt, &o.load, &lg->ld, err);
     if (rc != ZS_OK) goto fail;
     rc = bundle_text_side(b, &o, err);
     if (rc == ZS_OK) rc = bundle_generation_stops(b, err);
     b->timeline.tokenizer = zs_now() - t0;
-    zs_err_t lerr = {0};
-    int lrc = zs_load_wait_layer(ld, -1, &lerr);
-    if (lrc == ZS_OK && b->ckpt->nlayers > 0) lrc = zs_load_wait_layer(ld, 0, &lerr);
-    b->timeline.first_layer = zs_now() - t0;
-    zs_err_clear(&lerr);
-    lrc = zs_load_finish(ld, &b->weights, &lerr);
-    if (rc == ZS_OK && lrc != ZS_OK) {
-        rc = lrc;
-        if (err != NULL && err->code == ZS_OK) *err = lerr;
-    }
     if (rc != ZS_OK) goto fail;
-    b->timeline.weights = zs_now() - t0;
-    b->timeline.bytes = b->weights->stats.bytes;
-    b->timeline.load_gbps = (double)b->timeline.bytes / (zs_now() - t_load) / 1e9;
-    if (o.pool == NULL && b->weights->stats.bytes_direct > 0) b->timeline.source = ZS_SRC_DISK;
-    rc = zs_engine_create(b->ckpt, b->weights, &o.engine, &b->engine, err);
+    if (o.overlap_load) {
+        /* the engine only records weight pointers now; each layer is waited for at first use */
+        o.engine.wait_weights = bundle_wait_stage;
+        o.engine.wait_ctx = lg;
+        rc = zs_engine_create(b->ckpt, zs_load_weights(lg->ld), &o.engine, &b->engine, err);
+    } else {
+        rc = zs_bundle_finish_load(b, err);
+        if (rc == ZS_OK) rc = zs_engine_create(b->ckpt, b->weights, &o.engine, &b->engine, err);
+    }
     if (rc != ZS_OK) goto fail;
     if (b->nstop == 0) {
         const zs_model_config_t *c = zs_engine_config(b->engine);
@@ -146,6 +191,8 @@ fail:
 void zs_bundle_free(zs_bundle_t *b) {
     if (b == NULL) return;
     zs_engine_free(b->engine);
+    b->engine = NULL;
+    zs_bundle_finish_load(b, NULL); /* joins the loader threads, then the weights are freed */
     zs_chat_template_free(b->chat);
     zs_tok_free(b->tok);
     zs_weights_free(b->weights);

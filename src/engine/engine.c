@@ -45,6 +45,11 @@ void zs_engine_opts_default(zs_engine_opts_t *o) {
 const zs_model_config_t *zs_engine_config(const zs_engine_t *e) { return &e->cfg; }
 const zs_kv_cache_t *zs_engine_kv(const zs_engine_t *e) { return &e->kv; }
 
+void zs_engine_weights_resident(zs_engine_t *e) {
+    e->model.wait = NULL;
+    e->model.wait_ctx = NULL;
+}
+
 void zs_engine_free(zs_engine_t *e) {
     if (e == NULL) return;
     if (e->kv_ready) {
@@ -125,6 +130,15 @@ static int engine_create(const char *config_json, size_t len, zs_wlookup_fn look
     e->T = o.max_step_tokens;
     if ((rc = zs_model_init(&e->model, &e->cfg, e->be, lookup, ctx, e->T, err))) goto fail;
     e->model_ready = 1;
+    if (o.wait_weights != NULL) {
+        e->model.weights_ready = calloc((size_t)e->cfg.nlayers + 2, 1);
+        if (e->model.weights_ready == NULL) {
+            rc = zs_err_set(err, ZS_ENOMEM, "engine: out of memory");
+            goto fail;
+        }
+        e->model.wait = o.wait_weights;
+        e->model.wait_ctx = o.wait_ctx;
+    }
 
     if ((rc = zs_kv_layout_init(&e->layout, e->cfg.nlayers, e->cfg.nkv_heads, e->cfg.head_dim,
                                 o.block_size, kv_dtype, err)))

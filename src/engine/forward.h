@@ -25,6 +25,11 @@ typedef struct zs_model {
     int32_t logit_rows;        /* rows per logits pass */
     /* backend activation buffers */
     float *x, *h, *q, *k, *v, *att, *o, *g, *u, *lrows, *logits;
+    /* Weights still arriving: wait(ctx, stage) before first use of the embeddings (stage -1),
+     * layer L (L) and the final norm + lm_head (nlayers); weights_ready[stage + 1] once done. */
+    int (*wait)(void *ctx, int32_t stage, zs_err_t *err);
+    void *wait_ctx;
+    unsigned char *weights_ready;
 } zs_model_t;
 
 /* Resolves every weight through lookup (after zs_model_check_weights passed) and allocates

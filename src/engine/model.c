@@ -29,7 +29,10 @@ static int bind(zs_wlookup_fn lookup, void *ctx, const char *name, zs_bweight_t 
 }
 
 void zs_model_destroy(zs_model_t *m) {
-    if (m == NULL || m->be == NULL) return;
+    if (m == NULL) return;
+    free(m->weights_ready);
+    m->weights_ready = NULL;
+    if (m->be == NULL) return;
     zs_backend_t *be = m->be;
     float **bufs[] = {&m->inv_freq, &m->x, &m->h, &m->q, &m->k, &m->v, &m->att,
                       &m->o, &m->g, &m->u, &m->lrows, &m->logits};
@@ -158,6 +161,14 @@ static int matmul_silu(zs_model_t *m, float *y, const float *x, int32_t n, const
     return be->ops->silu_mul(be, y, y, scratch, (size_t)n * (size_t)wg->rows, err);
 }
 
+/* Blocks until the weights of `stage` are resident when a load is still in progress. */
+static int model_wait(zs_model_t *m, int32_t stage, zs_err_t *err) {
+    if (m->wait == NULL || m->weights_ready[stage + 1]) return ZS_OK;
+    int rc = m->wait(m->wait_ctx, stage, err);
+    if (rc == ZS_OK) m->weights_ready[stage + 1] = 1;
+    return rc;
+}
+
 int zs_model_step(zs_model_t *m, const zs_fwd_batch_t *bt, void *pool, const zs_kv_layout_t *l,
                   const int32_t *rows, int32_t nrows, float *logits, zs_err_t *err) {
     zs_backend_t *be = m->be;
@@ -170,9 +181,11 @@ int zs_model_step(zs_model_t *m, const zs_fwd_batch_t *bt, void *pool, const zs_
     const float eps = (float)c->rms_eps;
 
     TRY(op->begin_batch(be, bt, err));
+    TRY(model_wait(m, -1, err));
     TRY(op->embed(be, m->x, &m->embed, err));
     for (int32_t li = 0; li < c->nlayers; li++) {
         const zs_layer_weights_t *L = &m->layers[li];
+        TRY(model_wait(m, li, err));
         TRY(op->rmsnorm(be, m->h, m->x, n, c->hidden, &L->attn_norm, eps, err));
         TRY(matmul3(m, m->q, m->k, m->v, m->h, n, &L->q, &L->k, &L->v,
                     c->bias_qkv ? &L->q_bias : NULL, c->bias_qkv ? &L->k_bias : NULL,
@@ -190,6 +203,7 @@ int zs_model_step(zs_model_t *m, const zs_fwd_batch_t *bt, void *pool, const zs_
         TRY(matmul_silu(m, m->g, m->h, n, &L->gate, &L->up, m->u, err));
         TRY(matmul_add(m, m->x, m->g, n, &L->down, NULL, m->o, err));
     }
+    TRY(model_wait(m, c->nlayers, err));
     for (int32_t r0 = 0; r0 < nrows; r0 += m->logit_rows) {
         int32_t nr = nrows - r0 < m->logit_rows ? nrows - r0 : m->logit_rows;
         for (int32_t i = 0; i < nr; i++)

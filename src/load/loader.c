@@ -37,6 +37,7 @@ struct zs_load {
     zs_io_file_t *files;
     _Atomic uint64_t *tensor_left;
     int32_t *layer_left;         /* [0]: non-layer tensors, [L + 1]: layer L */
+    double *layer_done_at;       /* when layer_left reached 0 (zs_now), same indexing */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int nthreads;
@@ -106,8 +107,9 @@ static void load_chunk_resident(zs_load_t *ld, size_t ci) {
         if (e <= b) continue;
         if (atomic_fetch_sub(&ld->tensor_left[t], e - b) == e - b) {
             pthread_mutex_lock(&ld->mu);
-            if (--ld->layer_left[ti->layer + 1] == 0) wake = 1;
+            if (--ld->layer_left[ti->layer + 1] == 0) ld->layer_done_at[ti->layer + 1] = zs_now();
             pthread_mutex_unlock(&ld->mu);
+            wake = 1; /* a tensor or a layer is complete */
         }
     }
     if (wake) {
@@ -308,6 +310,7 @@ static void load_free(zs_load_t *ld) {
     free(ld->files);
     free((void *)ld->tensor_left);
     free(ld->layer_left);
+    free(ld->layer_done_at);
     free(ld->threads);
     free(ld->workers);
     free(ld->chunk_end_bytes);
@@ -362,8 +365,9 @@ static int load_setup(zs_load_t *ld, zs_err_t *err) {
     ld->files = calloc(ck->nfiles ? ck->nfiles : 1, sizeof *ld->files);
     ld->tensor_left = calloc(ck->ntensors + 1, sizeof *ld->tensor_left);
     ld->layer_left = calloc((size_t)ck->nlayers + 1, sizeof *ld->layer_left);
+    ld->layer_done_at = calloc((size_t)ck->nlayers + 1, sizeof *ld->layer_done_at);
     if (w == NULL || ld->files == NULL || ld->tensor_left == NULL ||
-        ld->layer_left == NULL || (w->tensors = calloc(ck->ntensors + 1, sizeof *w->tensors)) == NULL)
+        ld->layer_left == NULL || ld->layer_done_at == NULL || (w->tensors = calloc(ck->ntensors + 1, sizeof *w->tensors)) == NULL)
         return zs_err_set(err, ZS_ENOMEM, "%s: out of memory for the loader", ck->dir);
     w->ckpt = ck;
     w->device = ld->opts.device;
@@ -491,6 +495,33 @@ int zs_load_wait_layer(zs_load_t *ld, int32_t layer, zs_err_t *err) {
         if (err != NULL && err->code == ZS_OK) *err = ld->err;
     } else if (ld->layer_left[layer + 1] > 0) {
         rc = zs_err_set(err, ZS_ESTATE, "load ended with layer %d incomplete", layer);
+    }
+    pthread_mutex_unlock(&ld->mu);
+    return rc;
+}
+
+double zs_load_layer_time(zs_load_t *ld, int32_t layer) {
+    if (layer < -1 || layer >= ld->ck->nlayers) return -1;
+    pthread_mutex_lock(&ld->mu);
+    /* a layer without bytes (no tensors) was resident from the start */
+    double t = ld->layer_left[layer + 1] > 0 ? -1 : ld->layer_done_at[layer + 1] > 0 ? ld->layer_done_at[layer + 1] - ld->t_begin : 0;
+    pthread_mutex_unlock(&ld->mu);
+    return t;
+}
+
+int zs_load_wait_tensor(zs_load_t *ld, const char *name, zs_err_t *err) {
+    const zs_tensor_info_t *t = zs_ckpt_find(ld->ck, name);
+    if (t == NULL) return zs_err_set(err, ZS_ENOENT, "no tensor '%s' in %s", name, ld->ck->dir);
+    size_t i = (size_t)(t - ld->ck->tensors);
+    pthread_mutex_lock(&ld->mu);
+    while (atomic_load(&ld->tensor_left[i]) > 0 && !ld->failed && ld->threads_running > 0)
+        pthread_cond_wait(&ld->cv, &ld->mu);
+    int rc = ZS_OK;
+    if (ld->failed) {
+        rc = ld->err.code;
+        if (err != NULL && err->code == ZS_OK) *err = ld->err;
+    } else if (atomic_load(&ld->tensor_left[i]) > 0) {
+        rc = zs_err_set(err, ZS_ESTATE, "load ended with tensor '%s' incomplete", name);
     }
     pthread_mutex_unlock(&ld->mu);
     return rc;

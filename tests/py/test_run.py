@@ -119,5 +119,7 @@ def test_run_through_the_pool_with_timeline(model, zerostart_asan, tmp_path):
         t = json.loads(tl.read_text())
         sources.append(t["source"])
         assert t["bytes"] > 0 and t["model"] == str(model)
-        assert 0 < t["opened_s"] <= t["first_layer_s"] <= t["weights_s"] <= t["engine_s"] <= t["first_token_s"]
+        # the engine is built while the weights stream in; the first token needs them all
+        assert 0 < t["opened_s"] <= t["first_layer_s"] <= t["weights_s"] <= t["first_token_s"]
+        assert t["opened_s"] <= t["engine_s"] <= t["first_token_s"]
     assert sources == ["pool-filled", "pool"]
