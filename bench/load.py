@@ -131,6 +131,8 @@ def main():
                 r.update(name=name, state=state, rep=rnd)
                 runs[name].append(r)
                 result["runs"].append(r)
+                with open(args.out, "w") as f:  # partial results survive a time limit
+                    json.dump(result, f, indent=1)
                 log(f"{name:22s} {state}: process {r['process_s']:.3f} s, load {r['load_s']:.3f} s, "
                     f"{r['bytes'] / r['load_s'] / 1e9:.2f} GB/s")
                 if name == "zerostart":
