@@ -23,6 +23,9 @@ typedef struct zs_server_model_cfg {
     zs_device_t device;
     int64_t ctx;                 /* context length; 0 = the model's max_position_embeddings */
     size_t kv_bytes;             /* KV cache bytes; 0 = engine default (64 MiB) */
+    double keep_alive_s;         /* idle seconds before scale to zero; 0 = never; < 0 = the
+                                    server's keep_alive_s */
+    int any_gpu;                 /* device "cuda:any": placement picks the GPU */
 } zs_server_model_cfg_t;
 
 typedef enum zs_log_level { ZS_LOG_ERROR = 0, ZS_LOG_WARN = 1, ZS_LOG_INFO = 2, ZS_LOG_DEBUG = 3 } zs_log_level_t;
@@ -42,6 +45,13 @@ typedef struct zs_server_config {
     int threads;                 /* CPU backend threads; 0 = all cores */
     double shutdown_timeout_s;   /* in-flight grace period at shutdown; default 30 */
     int step_delay_ms;           /* testing aid: sleep per scheduler step; default 0 */
+    /* scale from zero (docs/server.md) */
+    uint64_t pool_size;          /* hot model pool capacity in bytes; 0 = no pool */
+    char *pool_dir;              /* NULL: $ZS_POOL_DIR, else /dev/shm/zerostart-pool */
+    double keep_alive_s;         /* default per-model keep-alive; default 300; 0 = never */
+    uint64_t device_mem;         /* bytes of weights + KV + buffers allowed on each device;
+                                    0 = CPU: unlimited, CUDA: free memory at start */
+    int probe_bandwidth;         /* measure h2d / read bandwidth after start; default 1 */
     int nmodels;
     zs_server_model_cfg_t models[ZS_SERVER_MAX_MODELS];
     zs_log_fn log;
@@ -52,12 +62,16 @@ typedef struct zs_server_config {
 void zs_server_config_init(zs_server_config_t *c);
 /* Frees the strings a config owns (it must have been zs_server_config_init'ed). */
 void zs_server_config_free(zs_server_config_t *c);
+/* Parses a device for serving: "cpu", "cuda", "cuda:N" or "cuda:any" (any GPU: placement
+ * decides; *any is set). */
+int zs_server_parse_device(const char *s, zs_device_t *dev, int *any, zs_err_t *err);
 /* Adds a model (strings are copied). */
 int zs_server_config_add_model(zs_server_config_t *c, const char *name, const char *path,
                                zs_err_t *err);
 /* Reads a JSON config file: {"host", "port", "api_key", "max_queue", "max_batch",
- * "step_tokens", "max_body", "shutdown_timeout", "models": [{"name", "path", "device",
- * "ctx", "kv_mem"}]}; every key is optional except models[].path. Errors name the key. */
+ * "step_tokens", "max_body", "shutdown_timeout", "pool_size", "pool_dir", "keep_alive",
+ * "device_mem", "models": [{"name", "path", "device", "ctx", "kv_mem", "keep_alive"}]};
+ * every key is optional except models[].path. Errors name the key. */
 int zs_server_config_load(zs_server_config_t *c, const char *path, zs_err_t *err);
 int zs_server_config_load_json(zs_server_config_t *c, const char *json, size_t len,
                                const char *what, zs_err_t *err);

@@ -27,6 +27,10 @@ static void usage(FILE *f) {
             "  --threads N            CPU backend threads (default: all cores)\n"
             "  --max-body SIZE        request body limit (default 4M)\n"
             "  --shutdown-timeout S   grace period for in-flight requests at SIGTERM (default 30)\n"
+            "  --pool-size SIZE       hot model pool capacity, e.g. 40G (default 0: no pool)\n"
+            "  --pool-dir DIR         pool directory (default $ZS_POOL_DIR or /dev/shm/zerostart-pool)\n"
+            "  --keep-alive S         idle seconds before a model scales to zero (default 300; 0 = never)\n"
+            "  --device-mem SIZE      bytes of weights+KV a device may hold (default: GPU free memory; cpu unlimited)\n"
             "  --config FILE          JSON config (server options and a \"models\" list)\n"
             "  --log-level L          error|warn|info|debug (default info)\n");
 }
@@ -46,7 +50,8 @@ int zs_cmd_serve(int argc, char **argv) {
     long ctx = 0;
     uint64_t kv = 0;
     int rc = 2;
-    int port_given = 0;
+    int port_given = 0, pool_given = 0, dmem_given = 0, ka_given = 0;
+    double keep_alive = -1;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -100,9 +105,38 @@ int zs_cmd_serve(int argc, char **argv) {
         INT_OPT("--step-delay-ms", 0, 10000, cfg.step_delay_ms = (int)n)
         SIZE_OPT("--kv-mem", kv = sz)
         SIZE_OPT("--max-body", cfg.max_body = (size_t)sz)
+        SIZE_OPT("--device-mem", (cfg.device_mem = sz, dmem_given = 1))
+        if (strcmp(o, "--pool-size") == 0) {
+            if (zs_cli_parse_size(v, &sz) != 0) {
+                fprintf(stderr, "zerostart serve: --pool-size wants a size such as 40G, got '%s'\n", v);
+                goto out;
+            }
+            cfg.pool_size = sz;
+            pool_given = 1;
+            continue;
+        }
+        if (strcmp(o, "--keep-alive") == 0) {
+            char *end;
+            errno = 0;
+            double d = strtod(v, &end);
+            if (end == v || *end || errno || !(d >= 0 && d <= 31536000)) {
+                fprintf(stderr, "zerostart serve: --keep-alive wants seconds (0 = never), got '%s'\n", v);
+                goto out;
+            }
+            keep_alive = d;
+            ka_given = 1;
+            continue;
+        }
         if (strcmp(o, "--name") == 0) name = v;
         else if (strcmp(o, "--device") == 0) device = v;
         else if (strcmp(o, "--config") == 0) config = v;
+        else if (strcmp(o, "--pool-dir") == 0) {
+            free(cfg.pool_dir);
+            if ((cfg.pool_dir = strdup(v)) == NULL) {
+                fprintf(stderr, "zerostart serve: out of memory\n");
+                goto out;
+            }
+        }
         else if (strcmp(o, "--host") == 0 || strcmp(o, "--api-key") == 0) {
             char **dst = strcmp(o, "--host") == 0 ? &cfg.host : &cfg.api_key;
             free(*dst);
@@ -146,6 +180,10 @@ int zs_cmd_serve(int argc, char **argv) {
         if (cfg.max_body == def.max_body) cfg.max_body = file.max_body;
         if (cfg.shutdown_timeout_s == def.shutdown_timeout_s)
             cfg.shutdown_timeout_s = file.shutdown_timeout_s;
+        if (!pool_given) cfg.pool_size = file.pool_size;
+        if (!dmem_given) cfg.device_mem = file.device_mem;
+        if (!ka_given) cfg.keep_alive_s = file.keep_alive_s;
+        if (cfg.pool_dir == NULL) cfg.pool_dir = file.pool_dir, file.pool_dir = NULL;
         for (int i = 0; i < file.nmodels; i++) cfg.models[cfg.nmodels++] = file.models[i];
         file.nmodels = 0;
         zs_server_config_free(&file);
@@ -158,7 +196,7 @@ int zs_cmd_serve(int argc, char **argv) {
         zs_server_model_cfg_t *m = &cfg.models[cfg.nmodels - 1];
         m->ctx = ctx;
         m->kv_bytes = (size_t)kv;
-        if (device && zs_device_parse(device, &m->device, &err) != 0) {
+        if (device && zs_server_parse_device(device, &m->device, &m->any_gpu, &err) != 0) {
             fprintf(stderr, "zerostart serve: --device: %s\n", err.msg);
             goto out;
         }
@@ -176,6 +214,7 @@ int zs_cmd_serve(int argc, char **argv) {
         fprintf(stderr, "zerostart serve: out of memory\n");
         goto out;
     }
+    if (ka_given) cfg.keep_alive_s = keep_alive; /* the default of every model without its own */
     if (cfg.step_tokens < cfg.max_batch) cfg.step_tokens = cfg.max_batch;
     cfg.log = log_stderr;
 

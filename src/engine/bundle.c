@@ -119,6 +119,30 @@ int zs_bundle_finish_load(zs_bundle_t *b, zs_err_t *err) {
     return rc;
 }
 
+/* Attaches (or fills) the model's pool segment and pins it for CUDA loads; points the load
+ * options at it. Keeps an existing attachment (a reload after zs_bundle_unload). */
+static int bundle_pool(zs_bundle_t *b, zs_bundle_opts_t *o, double t0, zs_err_t *err) {
+    if (b->pooled == NULL && o->pool == NULL) return ZS_OK;
+    int rc = ZS_OK;
+    if (b->pooled == NULL) {
+        zs_pool_source_t how;
+        rc = zs_pool_acquire(o->pool, b->ckpt, &b->pooled, &how, err);
+        if (rc != ZS_OK) return rc;
+        b->timeline.source = how == ZS_POOL_HIT ? ZS_SRC_POOL : ZS_SRC_POOL_FILLED;
+    } else {
+        b->timeline.source = ZS_SRC_POOL;
+    }
+    if (o->load.device.kind == ZS_DEV_CUDA) {
+        /* pinning needs the CUDA context on this thread; done once per attachment */
+        rc = zs_gpu_set_device(o->load.device.index, err);
+        if (rc == ZS_OK) rc = zs_pool_model_pin(b->pooled, err);
+        if (rc != ZS_OK) return rc;
+    }
+    zs_pool_model_load_opts(b->pooled, &o->load);
+    b->timeline.pool = zs_now() - t0;
+    return ZS_OK;
+}
+
 int zs_bundle_open(const char *dir, const zs_bundle_opts_t *opts, zs_bundle_t **out, zs_err_t *err) {
     *out = NULL;
     double t0 = zs_now();
@@ -134,18 +158,8 @@ int zs_bundle_open(const char *dir, const zs_bundle_opts_t *opts, zs_bundle_t **
     if (rc != ZS_OK) goto fail;
     b->timeline.opened = zs_now() - t0;
     b->timeline.source = ZS_SRC_PAGE_CACHE;
-    if (o.pool != NULL) {
-        zs_pool_source_t how;
-        rc = zs_pool_acquire(o.pool, b->ckpt, &b->pooled, &how, err);
-        if (rc == ZS_OK && o.load.device.kind == ZS_DEV_CUDA) {
-            rc = zs_gpu_set_device(o.load.device.index, err);
-            if (rc == ZS_OK) rc = zs_pool_model_pin(b->pooled, err);
-        }
-        if (rc != ZS_OK) goto fail;
-        zs_pool_model_load_opts(b->pooled, &o.load);
-        b->timeline.source = how == ZS_POOL_HIT ? ZS_SRC_POOL : ZS_SRC_POOL_FILLED;
-        b->timeline.pool = zs_now() - t0;
-    }
+    rc = bundle_pool(b, &o, t0, err);
+    if (rc != ZS_OK) goto fail;
     zs_bundle_loading_t *lg = calloc(1, sizeof *lg);
     if (lg == NULL) {
         rc = zs_err_set(err, ZS_ENOMEM, "%s: out of memory", dir);
@@ -211,4 +225,47 @@ char *zs_bundle_timeline_json(const zs_bundle_t *b, double first_token_s) {
     char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     return s;
+}
+
+void zs_bundle_unload(zs_bundle_t *b) {
+    if (b == NULL) return;
+    zs_engine_free(b->engine);
+    b->engine = NULL;
+    zs_bundle_finish_load(b, NULL); /* joins the loader threads, then the weights are freed */
+    zs_weights_free(b->weights);
+    b->weights = NULL;
+}
+
+int zs_bundle_reload(zs_bundle_t *b, const zs_bundle_opts_t *opts, zs_err_t *err) {
+    if (b->engine != NULL || b->weights != NULL || b->loading != NULL)
+        return zs_err_set(err, ZS_ESTATE, "%s: the model is loaded", b->ckpt->dir);
+    double t0 = zs_now();
+    zs_bundle_opts_t o;
+    if (opts) o = *opts;
+    else zs_bundle_opts_default(&o);
+    o.engine.backend = o.load.device.kind == ZS_DEV_CUDA ? ZS_BACKEND_CUDA : ZS_BACKEND_CPU;
+    memset(&b->timeline, 0, sizeof b->timeline);
+    b->timeline.source = ZS_SRC_PAGE_CACHE;
+    int rc = bundle_pool(b, &o, t0, err);
+    if (rc != ZS_OK) return rc;
+    zs_bundle_loading_t *lg = calloc(1, sizeof *lg);
+    if (lg == NULL) return zs_err_set(err, ZS_ENOMEM, "%s: out of memory", b->ckpt->dir);
+    b->loading = lg;
+    lg->b = b;
+    lg->t0 = t0;
+    lg->t_load = zs_now();
+    rc = zs_load_begin(b->ckpt, &o.load, &lg->ld, err);
+    if (rc == ZS_OK) {
+        if (o.overlap_load) {
+            o.engine.wait_weights = bundle_wait_stage;
+            o.engine.wait_ctx = lg;
+            rc = zs_engine_create(b->ckpt, zs_load_weights(lg->ld), &o.engine, &b->engine, err);
+        } else {
+            rc = zs_bundle_finish_load(b, err);
+            if (rc == ZS_OK) rc = zs_engine_create(b->ckpt, b->weights, &o.engine, &b->engine, err);
+        }
+    }
+    if (rc == ZS_OK) b->timeline.engine = zs_now() - t0;
+    else zs_bundle_unload(b);
+    return rc;
 }

@@ -17,11 +17,27 @@ void zs_server_config_init(zs_server_config_t *c) {
     c->max_connections = 512;
     c->shutdown_timeout_s = 30;
     c->log_level = ZS_LOG_INFO;
+    c->keep_alive_s = 300;
+    c->probe_bandwidth = 1;
+}
+
+int zs_server_parse_device(const char *s, zs_device_t *dev, int *any, zs_err_t *err) {
+    *any = 0;
+    if (strcmp(s, "cuda:any") == 0 || strcmp(s, "auto") == 0) {
+        *any = 1;
+        dev->kind = zs_cuda_device_count() > 0 || strcmp(s, "cuda:any") == 0 ? ZS_DEV_CUDA : ZS_DEV_CPU;
+        dev->index = 0;
+        if (dev->kind == ZS_DEV_CPU) *any = 0;
+        return 0;
+    }
+    return zs_device_parse(s, dev, err);
 }
 
 void zs_server_config_free(zs_server_config_t *c) {
     free(c->host);
     free(c->api_key);
+    free(c->pool_dir);
+    c->pool_dir = NULL;
     for (int i = 0; i < c->nmodels; i++) {
         free(c->models[i].name);
         free(c->models[i].path);
@@ -66,6 +82,7 @@ int zs_server_config_add_model(zs_server_config_t *c, const char *name, const ch
     zs_server_model_cfg_t *m = &c->models[c->nmodels];
     memset(m, 0, sizeof *m);
     m->device.kind = zs_cuda_device_count() > 0 ? ZS_DEV_CUDA : ZS_DEV_CPU; /* as load and run do */
+    m->keep_alive_s = -1;
     m->name = strdup(name);
     m->path = strdup(path);
     if (m->name == NULL || m->path == NULL) {
@@ -83,6 +100,13 @@ static int set_str(char **dst, json_t *v, const char *what, const char *key, zs_
     if (s == NULL) return zs_err_set(err, ZS_ENOMEM, "%s: out of memory", what);
     free(*dst);
     *dst = s;
+    return 0;
+}
+
+static int get_seconds(json_t *v, const char *what, const char *key, double *out, zs_err_t *err) {
+    if (!json_is_number(v) || json_number_value(v) < 0 || json_number_value(v) > 31536000)
+        return zs_err_set(err, ZS_EINVAL, "%s: '%s' must be seconds in [0, 31536000]", what, key);
+    *out = json_number_value(v);
     return 0;
 }
 
@@ -153,6 +177,15 @@ int zs_server_config_load_json(zs_server_config_t *c, const char *json, size_t l
             if (!json_is_number(val) || json_number_value(val) < 0 || json_number_value(val) > 86400)
                 rc = zs_err_set(err, ZS_EINVAL, "%s: 'shutdown_timeout' must be seconds in [0, 86400]", what);
             else c->shutdown_timeout_s = json_number_value(val);
+        } else if (strcmp(key, "pool_dir") == 0) {
+            rc = set_str(&c->pool_dir, val, what, key, err);
+        } else if (strcmp(key, "pool_size") == 0 || strcmp(key, "device_mem") == 0) {
+            size_t sz = 0;
+            if (json_is_integer(val) && json_integer_value(val) == 0) sz = 0;
+            else rc = get_size(val, what, key, &sz, err);
+            if (!rc) *(key[0] == 'p' ? &c->pool_size : &c->device_mem) = sz;
+        } else if (strcmp(key, "keep_alive") == 0) {
+            rc = get_seconds(val, what, key, &c->keep_alive_s, err);
         } else if (strcmp(key, "models") == 0) {
             if (!json_is_array(val) || json_array_size(val) == 0) {
                 rc = zs_err_set(err, ZS_EINVAL, "%s: 'models' must be a non-empty array", what);
@@ -180,11 +213,13 @@ int zs_server_config_load_json(zs_server_config_t *c, const char *json, size_t l
                     mc->ctx = v;
                 if (!rc && (x = json_object_get(m, "kv_mem")))
                     rc = get_size(x, what, "models[].kv_mem", &mc->kv_bytes, err);
+                if (!rc && (x = json_object_get(m, "keep_alive")))
+                    rc = get_seconds(x, what, "models[].keep_alive", &mc->keep_alive_s, err);
                 if (!rc && (x = json_object_get(m, "device"))) {
                     if (!json_is_string(x))
                         rc = zs_err_set(err, ZS_EINVAL, "%s: models[%zu].device must be a string", what, i);
                     else
-                        rc = zs_device_parse(json_string_value(x), &mc->device, err);
+                        rc = zs_server_parse_device(json_string_value(x), &mc->device, &mc->any_gpu, err);
                 }
                 if (rc) break;
             }

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+const char *const zs_metrics_source_names[ZS_METRICS_SOURCES] = {"pool", "pool-filled", "page-cache", "disk"};
+
 static void hist_init(zs_hist_t *h, const double *b, int nb) {
     memset(h, 0, sizeof *h);
     h->nb = nb;
@@ -31,6 +33,8 @@ int zs_metrics_init(zs_metrics_t *m) {
     hist_init(&m->ttft, lat, (int)(sizeof lat / sizeof lat[0]));
     hist_init(&m->itl, itl, (int)(sizeof itl / sizeof itl[0]));
     hist_init(&m->e2e, e2e, (int)(sizeof e2e / sizeof e2e[0]));
+    static const double st[] = {0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300};
+    for (int i = 0; i < ZS_METRICS_SOURCES; i++) hist_init(&m->startup[i], st, (int)(sizeof st / sizeof st[0]));
     return 0;
 }
 
@@ -71,6 +75,20 @@ void zs_metrics_prefix(zs_metrics_t *m, int64_t hit_tokens) {
     if (hit_tokens > 0) {
         m->prefix_hit_requests++;
         m->prefix_hit_tokens += (uint64_t)hit_tokens;
+    }
+    pthread_mutex_unlock(&m->mu);
+}
+
+void zs_metrics_startup(zs_metrics_t *m, const char *source, double seconds, int ok) {
+    int k = -1;
+    for (int i = 0; i < ZS_METRICS_SOURCES && source; i++)
+        if (strcmp(source, zs_metrics_source_names[i]) == 0) k = i;
+    pthread_mutex_lock(&m->mu);
+    if (!ok || k < 0) {
+        m->start_failures++;
+    } else {
+        hist_add(&m->startup[k], seconds);
+        m->starts[k]++;
     }
     pthread_mutex_unlock(&m->mu);
 }
@@ -160,10 +178,36 @@ char *zs_metrics_render(zs_metrics_t *m, const zs_model_gauges_t *g, int ng, siz
     render_counter(&b, "zerostart_requests_cancelled_total",
                    "Requests stopped early (client gone, shutdown deadline).", c.cancelled);
 
+    sb_printf(&b, "# HELP zerostart_model_startup_seconds Model start (initial or scale from zero): "
+                  "start -> engine ready, by weights source.\n# TYPE zerostart_model_startup_seconds histogram\n");
+    for (int k = 0; k < ZS_METRICS_SOURCES; k++) {
+        const zs_hist_t *h = &c.startup[k];
+        const char *src = zs_metrics_source_names[k];
+        uint64_t cum = 0;
+        for (int i = 0; i < h->nb; i++) {
+            cum += h->counts[i];
+            sb_printf(&b, "zerostart_model_startup_seconds_bucket{source=\"%s\",le=\"%g\"} %llu\n", src,
+                      h->bounds[i], (unsigned long long)cum);
+        }
+        cum += h->counts[h->nb];
+        sb_printf(&b, "zerostart_model_startup_seconds_bucket{source=\"%s\",le=\"+Inf\"} %llu\n", src,
+                  (unsigned long long)cum);
+        sb_printf(&b, "zerostart_model_startup_seconds_sum{source=\"%s\"} %.9g\n", src, h->sum);
+        sb_printf(&b, "zerostart_model_startup_seconds_count{source=\"%s\"} %llu\n", src, (unsigned long long)h->n);
+    }
+    sb_printf(&b, "# HELP zerostart_model_starts_total Model starts by weights source.\n"
+                  "# TYPE zerostart_model_starts_total counter\n");
+    for (int k = 0; k < ZS_METRICS_SOURCES; k++)
+        sb_printf(&b, "zerostart_model_starts_total{source=\"%s\"} %llu\n", zs_metrics_source_names[k],
+                  (unsigned long long)c.starts[k]);
+    render_counter(&b, "zerostart_model_start_failures_total", "Model starts that failed.", c.start_failures);
+
     static const struct {
         const char *name, *help;
         size_t off;
     } gauges[] = {
+        {"zerostart_model_loaded", "1 when the model's engine is up, 0 when scaled to zero.",
+         offsetof(zs_model_gauges_t, loaded)},
         {"zerostart_queue_length", "Requests waiting for admission.",
          offsetof(zs_model_gauges_t, queue)},
         {"zerostart_running_requests", "Sequences in the running batch.",

@@ -25,12 +25,19 @@ typedef struct zs_metrics {
     uint64_t prompt_tokens, completion_tokens;
     uint64_t prefix_hit_requests, prefix_hit_tokens, prefix_lookups;
     uint64_t cancelled;
+    zs_hist_t startup[4];            /* by source: pool, pool-filled, page-cache, disk */
+    uint64_t starts[4], start_failures;
 } zs_metrics_t;
+
+#define ZS_METRICS_SOURCES 4
+/* Source label of startup[i] / starts[i]. */
+extern const char *const zs_metrics_source_names[ZS_METRICS_SOURCES];
 
 /* Per-model gauges, sampled by the caller (the scheduler) for rendering. */
 typedef struct zs_model_gauges {
     const char *model;
     int64_t queue, running, kv_used, kv_in_use, kv_cached, kv_total;
+    int64_t loaded;              /* 1 when the model's engine is up (state ready) */
 } zs_model_gauges_t;
 
 int zs_metrics_init(zs_metrics_t *m);
@@ -42,6 +49,9 @@ void zs_metrics_itl(zs_metrics_t *m, double s);
 void zs_metrics_request_done(zs_metrics_t *m, double e2e_s, int64_t prompt, int64_t completion,
                              int cancelled);
 void zs_metrics_prefix(zs_metrics_t *m, int64_t hit_tokens);
+/* One model start from `source` ("pool", "pool-filled", "page-cache", "disk") that took
+ * `seconds` (start -> engine ready); ok = 0 counts a failed start. */
+void zs_metrics_startup(zs_metrics_t *m, const char *source, double seconds, int ok);
 /* Renders everything; returns a malloc'd NUL-terminated string or NULL (out of memory). */
 char *zs_metrics_render(zs_metrics_t *m, const zs_model_gauges_t *g, int ng, size_t *len);
 

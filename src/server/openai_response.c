@@ -71,9 +71,18 @@ static json_t *usage(int64_t p, int64_t c) {
 }
 
 static json_t *model_obj(const zs_oai_model_info_t *m) {
-    return json_pack("{s:s, s:s, s:I, s:s, s:I}", "id", m->id, "object", "model", "created",
-                     (json_int_t)m->created, "owned_by", "zerostart", "max_model_len",
-                     (json_int_t)m->max_model_len);
+    json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:I}", "id", m->id, "object", "model", "created",
+                          (json_int_t)m->created, "owned_by", "zerostart", "max_model_len",
+                          (json_int_t)m->max_model_len);
+    if (o != NULL && m->state != NULL &&
+        (json_object_set_new(o, "state", json_string(m->state)) != 0 ||
+         json_object_set_new(o, "location", json_string(m->location ? m->location : "")) != 0 ||
+         json_object_set_new(o, "device", m->device && m->device[0] ? json_string(m->device) : json_null()) != 0 ||
+         json_object_set_new(o, "keep_alive_s", json_real(m->keep_alive_s)) != 0)) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
 }
 
 char *zs_oai_model_json(const zs_oai_model_info_t *m) { return dump(model_obj(m)); }

@@ -13,6 +13,10 @@ typedef struct zs_oai_model_info {
     const char *id;
     int64_t created;
     int64_t max_model_len;
+    const char *state;           /* lifecycle state; NULL: not shown */
+    const char *location;        /* where the weights are: "device", "pool", "storage" */
+    const char *device;          /* "cuda:0", "cpu" when resident, else "" */
+    double keep_alive_s;
 } zs_oai_model_info_t;
 
 char *zs_oai_models_json(const zs_oai_model_info_t *m, int n);

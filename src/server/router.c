@@ -6,6 +6,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <jansson.h>
+
 #include "common/clock.h"
 #include "server/auth.h"
 #include "server/openai_response.h"
@@ -243,9 +245,15 @@ fail:
 static enum MHD_Result handle_models(zs_server_t *s, struct MHD_Connection *c, zs_conn_t *cc,
                                      const char *one) {
     zs_oai_model_info_t info[ZS_SERVER_MAX_MODELS];
-    for (int i = 0; i < s->nmodels; i++)
-        info[i] = (zs_oai_model_info_t){.id = s->models[i].name, .created = s->models[i].created,
-                                        .max_model_len = s->models[i].ctx};
+    char where[ZS_SERVER_MAX_MODELS][32];
+    for (int i = 0; i < s->nmodels; i++) {
+        zs_srv_model_t *m = &s->models[i];
+        zs_res_where(&s->res, i, where[i], sizeof where[i]);
+        info[i] = (zs_oai_model_info_t){.id = m->name, .created = m->created, .max_model_len = m->ctx,
+                                        .state = zs_model_state_name(zs_sched_state(m->sched)),
+                                        .location = zs_srv_model_location(m), .device = where[i],
+                                        .keep_alive_s = m->keep_alive_s};
+    }
     if (one == NULL) return send_json(s, c, cc, 200, zs_oai_models_json(info, s->nmodels));
     for (int i = 0; i < s->nmodels; i++)
         if (strcmp(info[i].id, one) == 0) return send_json(s, c, cc, 200, zs_oai_model_json(&info[i]));
@@ -260,6 +268,7 @@ static enum MHD_Result handle_metrics(zs_server_t *s, struct MHD_Connection *c, 
     for (int i = 0; i < s->nmodels; i++) {
         zs_sched_gauges(s->models[i].sched, &g[i]);
         g[i].model = s->models[i].name;
+        g[i].loaded = zs_sched_state(s->models[i].sched) == ZS_MODEL_READY;
     }
     size_t len = 0;
     char *txt = zs_metrics_render(&s->metrics, g, s->nmodels, &len);
@@ -269,6 +278,111 @@ static enum MHD_Result handle_metrics(zs_server_t *s, struct MHD_Connection *c, 
         return zs_http_error(s, c, cc, &e);
     }
     return zs_http_send(s, c, cc, 200, "text/plain; version=0.0.4; charset=utf-8", txt, len);
+}
+
+static enum MHD_Result handle_startups(zs_server_t *s, struct MHD_Connection *c, zs_conn_t *cc,
+                                       zs_srv_model_t *m) {
+    return send_json(s, c, cc, 200, zs_srv_model_startups_json(m));
+}
+
+/* {"id", "state", "location", "startup"} of a model after an admin action. */
+static char *model_state_json(zs_srv_model_t *m, const char *note) {
+    char *last = zs_srv_model_last_startup_json(m);
+    json_t *st = last ? json_loads(last, 0, NULL) : json_null();
+    free(last);
+    json_t *o = json_pack("{s:s, s:s, s:s, s:o}", "id", m->name, "state",
+                          zs_model_state_name(zs_sched_state(m->sched)), "location", zs_srv_model_location(m),
+                          "last_startup", st ? st : json_null());
+    if (o && note) json_object_set_new(o, "note", json_string(note));
+    char *t = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    return t;
+}
+
+/* POST /admin/models/{id}/load|unload: asks the model's scheduler, waits (bounded) for it. */
+static enum MHD_Result handle_admin_model(zs_server_t *s, struct MHD_Connection *c, zs_conn_t *cc,
+                                          zs_srv_model_t *m, int load) {
+    char msg[320] = "";
+    int rc;
+    if (load) {
+        zs_sched_request_load(m->sched);
+        rc = zs_sched_wait_state(m->sched, ZS_MODEL_READY, 600, msg, sizeof msg);
+    } else {
+        zs_sched_request_unload(m->sched, 1);
+        rc = zs_sched_wait_state(m->sched, ZS_MODEL_UNLOADED, 10, msg, sizeof msg);
+    }
+    zs_slog(&s->log, ZS_LOG_INFO, cc->rid, "admin: %s model %s: %s", load ? "load" : "unload", m->name,
+            rc > 0 ? "done" : rc < 0 ? msg : "pending");
+    if (rc < 0) {
+        zs_oai_error_t e;
+        zs_oai_error_set(&e, 503, "server_error", NULL, "load_failed", "%s", msg);
+        return zs_http_error(s, c, cc, &e);
+    }
+    return send_json(s, c, cc, rc > 0 ? 200 : 202,
+                     model_state_json(m, rc > 0 ? NULL : "requests are running: it unloads when they are done"));
+}
+
+/* GET /admin/pool: pool segments, the pool capacity, devices with their budgets. */
+static enum MHD_Result handle_admin_pool(zs_server_t *s, struct MHD_Connection *c, zs_conn_t *cc) {
+    json_t *root = json_object(), *segs = json_array(), *devs = json_array();
+    int bad = root == NULL || segs == NULL || devs == NULL;
+    uint64_t total = 0;
+    if (!bad && s->pool) {
+        zs_pool_entry_t *e = NULL;
+        size_t n = 0;
+        zs_err_t err = {0};
+        if (zs_pool_list(s->pool, &e, &n, &err) == 0) {
+            for (size_t i = 0; i < n && !bad; i++) {
+                total += e[i].bytes;
+                bad = json_array_append_new(
+                          segs, json_pack("{s:s, s:s, s:I, s:s, s:b, s:I}", "model_dir", e[i].model_dir, "segment",
+                                          e[i].segment, "bytes", (json_int_t)e[i].bytes, "state",
+                                          e[i].state == ZS_POOL_READY ? "ready" : "filling", "in_use", e[i].in_use,
+                                          "last_used_ms", (json_int_t)(e[i].last_used_ns / 1000000))) != 0;
+            }
+            free(e);
+        } else {
+            json_object_set_new(root, "error", json_string(err.msg));
+        }
+    }
+    zs_res_dev_t dv[ZS_RES_MAX_DEV];
+    double rd = 0;
+    int nd = zs_res_snapshot(&s->res, dv, ZS_RES_MAX_DEV, &rd);
+    for (int i = 0; i < nd && !bad; i++) {
+        char name[32];
+        if (dv[i].dev.kind == ZS_DEV_CPU) snprintf(name, sizeof name, "cpu");
+        else snprintf(name, sizeof name, "cuda:%d", dv[i].dev.index);
+        bad = json_array_append_new(devs, json_pack("{s:s, s:I, s:I, s:f}", "device", name, "budget_bytes",
+                                                    (json_int_t)dv[i].budget, "used_bytes", (json_int_t)dv[i].used,
+                                                    "h2d_gbps", dv[i].h2d_gbps)) != 0;
+    }
+    if (!bad) {
+        bad |= json_object_set_new(root, "enabled", json_boolean(s->pool != NULL)) != 0;
+        bad |= json_object_set_new(root, "capacity_bytes", json_integer((json_int_t)s->cfg.pool_size)) != 0;
+        bad |= json_object_set_new(root, "used_bytes", json_integer((json_int_t)total)) != 0;
+        bad |= json_object_set_new(root, "segments", segs) != 0;
+        segs = NULL;
+        bad |= json_object_set_new(root, "devices", devs) != 0;
+        devs = NULL;
+        bad |= json_object_set_new(root, "read_gbps", json_real(rd)) != 0;
+    }
+    json_decref(segs);
+    json_decref(devs);
+    char *t = bad ? NULL : json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    return send_json(s, c, cc, 200, t);
+}
+
+/* "/prefix/{model}/suffix" -> the model, or NULL. */
+static zs_srv_model_t *model_in_path(zs_server_t *s, const char *url, const char *prefix, const char *suffix) {
+    size_t lp = strlen(prefix), ls = strlen(suffix), lu = strlen(url);
+    if (lu <= lp + ls || strncmp(url, prefix, lp) != 0 || strcmp(url + lu - ls, suffix) != 0) return NULL;
+    char name[160];
+    size_t n = lu - lp - ls;
+    if (n >= sizeof name) return NULL;
+    memcpy(name, url + lp, n);
+    name[n] = 0;
+    return find_model(s, name);
 }
 
 enum MHD_Result zs_route(zs_server_t *s, struct MHD_Connection *c, zs_conn_t *cc,
@@ -289,7 +403,12 @@ enum MHD_Result zs_route(zs_server_t *s, struct MHD_Connection *c, zs_conn_t *cc
     int is_model = strncmp(url, "/v1/models/", 11) == 0 && url[11];
     int is_cmpl = strcmp(url, "/v1/completions") == 0;
     int is_chat = strcmp(url, "/v1/chat/completions") == 0;
-    if (!is_models && !is_model && !is_cmpl && !is_chat) {
+    zs_srv_model_t *startups = is_model ? model_in_path(s, url, "/v1/models/", "/startups") : NULL;
+    zs_srv_model_t *adm_load = model_in_path(s, url, "/admin/models/", "/load");
+    zs_srv_model_t *adm_unload = model_in_path(s, url, "/admin/models/", "/unload");
+    int adm_pool = strcmp(url, "/admin/pool") == 0;
+    int is_admin = adm_load || adm_unload || adm_pool;
+    if (!is_models && !is_model && !is_cmpl && !is_chat && !is_admin) {
         zs_oai_error_set(&e, 404, "invalid_request_error", NULL, "not_found",
                          "no such endpoint: %s %.100s", method, url);
         return zs_http_error(s, c, cc, &e);
@@ -299,6 +418,22 @@ enum MHD_Result zs_route(zs_server_t *s, struct MHD_Connection *c, zs_conn_t *cc
         zs_oai_error_set(&e, 401, "invalid_request_error", NULL, "invalid_api_key",
                          "Incorrect or missing API key. Send it as 'Authorization: Bearer KEY'.");
         return zs_http_error(s, c, cc, &e);
+    }
+    if (is_admin) {
+        if (adm_pool) {
+            if (!get) goto bad_method;
+            return handle_admin_pool(s, c, cc);
+        }
+        if (!post) goto bad_method;
+        if (atomic_load(&s->stopping)) {
+            zs_oai_error_set(&e, 503, "server_error", NULL, "shutting_down", "the server is shutting down");
+            return zs_http_error(s, c, cc, &e);
+        }
+        return handle_admin_model(s, c, cc, adm_load ? adm_load : adm_unload, adm_load != NULL);
+    }
+    if (startups && find_model(s, url + 11) == NULL) {
+        if (!get) goto bad_method;
+        return handle_startups(s, c, cc, startups);
     }
     if (is_models || is_model) {
         if (!get) goto bad_method;

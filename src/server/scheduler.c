@@ -9,11 +9,12 @@
 #include <time.h>
 
 #include "common/clock.h"
+#include "gpu/gpu_rt.h"
 #include "server/prefix_cache.h"
 #include "server/textstop.h"
 
 struct zs_sched {
-    zs_engine_t *e;
+    zs_engine_t *e;           /* NULL while unloaded */
     const zs_tok_t *tok;
     zs_sched_opts_t o;
     int32_t eos[32];
@@ -32,6 +33,18 @@ struct zs_sched {
     atomic_int active;        /* submitted and not finished */
     zs_model_gauges_t g;      /* under mu */
 
+    /* lifecycle */
+    zs_sched_life_t life;
+    int has_life;
+    atomic_int state;         /* ZS_MODEL_*; written by the scheduler thread */
+    atomic_int abort_load;    /* set at shutdown: a load waiting for memory gives up */
+    pthread_cond_t state_cv;  /* state changes (under mu) */
+    int want_load, want_unload, want_evict; /* under mu */
+    double idle_since;        /* under mu */
+    uint64_t load_failures;   /* under mu */
+    char load_err[320];       /* under mu */
+    int pc_ready;
+
     /* scheduler thread only */
     zs_sreq_t **run;
     int nrun;
@@ -43,6 +56,16 @@ struct zs_sched {
 };
 
 /* --- requests ------------------------------------------------------------------------- */
+
+const char *zs_model_state_name(int state) {
+    switch (state) {
+    case ZS_MODEL_UNLOADED: return "unloaded";
+    case ZS_MODEL_LOADING: return "loading";
+    case ZS_MODEL_READY: return "ready";
+    case ZS_MODEL_UNLOADING: return "unloading";
+    }
+    return "unknown";
+}
 
 zs_sreq_t *zs_sreq_new(void) {
     zs_sreq_t *r = calloc(1, sizeof *r);
@@ -60,6 +83,7 @@ zs_sreq_t *zs_sreq_new(void) {
     atomic_init(&r->cancel, ZS_CANCEL_NONE);
     r->s.seq = -1;
     r->s.owner = -1;
+    r->startup = -1;
     r->t_arrive = zs_now();
     return r;
 }
@@ -326,6 +350,8 @@ static void next_token(zs_sched_t *s, zs_sreq_t *r, float *row) {
         return;
     }
     double now = zs_now();
+    if (r->ncompletion == 0 && r->startup >= 0 && s->has_life && s->life.first_token)
+        s->life.first_token(s->life.ctx, r->startup, now);
     if (r->ncompletion == 0) zs_metrics_ttft(s->m, now - r->t_arrive);
     else zs_metrics_itl(s->m, now - r->s.t_last);
     r->s.t_last = now;
@@ -428,6 +454,14 @@ static void step(zs_sched_t *s) {
 }
 
 static void update_gauges(zs_sched_t *s) {
+    if (s->e == NULL) {
+        pthread_mutex_lock(&s->mu);
+        s->g.queue = s->nwait;
+        s->g.running = s->nrun;
+        s->g.kv_used = s->g.kv_in_use = s->g.kv_cached = s->g.kv_total = 0;
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
     const zs_kv_cache_t *kv = zs_engine_kv(s->e);
     int64_t used = (int64_t)s->nblocks_total - (int64_t)zs_kv_free_blocks(kv);
     memset(s->bitmap, 0, (s->nblocks_total + 7) / 8);
@@ -453,12 +487,161 @@ static void update_gauges(zs_sched_t *s) {
     pthread_mutex_unlock(&s->mu);
 }
 
+/* Binds a (new) engine: the buffers sized by its vocabulary and KV cache. */
+static int sched_bind(zs_sched_t *s, zs_engine_t *e) {
+    const zs_kv_cache_t *kv = zs_engine_kv(e);
+    int32_t V = zs_engine_config(e)->vocab;
+    float *logits = malloc((size_t)s->o.max_batch * (size_t)V * sizeof(float));
+    uint8_t *bitmap = malloc((kv->nblocks + 7) / 8);
+    if (logits == NULL || bitmap == NULL) {
+        free(logits);
+        free(bitmap);
+        return -1;
+    }
+    if (s->pc_ready) zs_pcache_destroy(&s->pc);
+    s->pc_ready = 0;
+    if (zs_pcache_init(&s->pc, kv->layout.block_size, s->o.max_batch + 256, kv->nblocks) != 0) {
+        free(logits);
+        free(bitmap);
+        return -1;
+    }
+    s->pc_ready = 1;
+    free(s->logits);
+    free(s->bitmap);
+    s->logits = logits;
+    s->bitmap = bitmap;
+    s->e = e;
+    s->V = V;
+    s->bs = kv->layout.block_size;
+    s->nblocks_total = kv->nblocks;
+    return 0;
+}
+
+static void set_state(zs_sched_t *s, int st) {
+    pthread_mutex_lock(&s->mu);
+    atomic_store(&s->state, st);
+    if (st == ZS_MODEL_READY) {
+        s->idle_since = zs_now();
+        s->want_load = 0;
+    }
+    pthread_cond_broadcast(&s->state_cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Finishes every queued request that was cancelled (no engine needed). */
+static void drop_cancelled_waiting(zs_sched_t *s) {
+    zs_sreq_t *dropped = NULL;
+    pthread_mutex_lock(&s->mu);
+    zs_sreq_t **pp = &s->wait_head, *prev = NULL;
+    while (*pp) {
+        zs_sreq_t *r = *pp;
+        if (atomic_load(&r->cancel) != ZS_CANCEL_NONE) {
+            *pp = r->s.next;
+            s->nwait--;
+            r->s.next = dropped;
+            dropped = r;
+        } else {
+            prev = r;
+            pp = &r->s.next;
+        }
+    }
+    s->wait_tail = prev;
+    pthread_mutex_unlock(&s->mu);
+    while (dropped) {
+        zs_sreq_t *r = dropped;
+        dropped = r->s.next;
+        r->s.next = NULL;
+        int c = atomic_load(&r->cancel);
+        finish_unqueued(s, r, c == ZS_CANCEL_SHUTDOWN ? 503 : 499,
+                        c == ZS_CANCEL_SHUTDOWN ? "the server is shutting down" : "request cancelled");
+    }
+}
+
+static void sched_unload(zs_sched_t *s, const char *why) {
+    set_state(s, ZS_MODEL_UNLOADING);
+    if (s->pc_ready) zs_pcache_destroy(&s->pc); /* holder sequences die with the engine */
+    s->pc_ready = 0;
+    s->life.unload(s->life.ctx, why);
+    s->e = NULL;
+    set_state(s, ZS_MODEL_UNLOADED);
+    update_gauges(s);
+}
+
+static void sched_load(zs_sched_t *s) {
+    pthread_mutex_lock(&s->mu);
+    zs_sreq_t *trigger = s->wait_head; /* only this thread pops: it stays queued meanwhile */
+    pthread_mutex_unlock(&s->mu);
+    set_state(s, ZS_MODEL_LOADING);
+    zs_engine_t *e = NULL;
+    int64_t sid = -1;
+    zs_err_t err = {0};
+    int rc = s->life.load(s->life.ctx, trigger, trigger ? "request" : "admin", &s->abort_load, &e, &sid, &err);
+    if (rc == 0 && sched_bind(s, e) != 0) {
+        s->life.unload(s->life.ctx, "out of memory");
+        rc = zs_err_set(&err, ZS_ENOMEM, "out of memory for the scheduler buffers");
+    }
+    if (rc == 0) {
+        if (trigger) trigger->startup = sid;
+        set_state(s, ZS_MODEL_READY);
+        return;
+    }
+    s->e = NULL;
+    char msg[320];
+    snprintf(msg, sizeof msg, "model %.60s could not be loaded: %.220s", s->o.name, err.msg);
+    zs_slog(&s->log, ZS_LOG_ERROR, trigger ? trigger->id : NULL, "%s", msg);
+    pthread_mutex_lock(&s->mu);
+    s->load_failures++;
+    snprintf(s->load_err, sizeof s->load_err, "%s", msg);
+    atomic_store(&s->state, ZS_MODEL_UNLOADED);
+    pthread_cond_broadcast(&s->state_cv);
+    pthread_mutex_unlock(&s->mu);
+    zs_sreq_t *r;
+    while ((r = pop_wait(s)) != NULL) finish_unqueued(s, r, 503, msg);
+}
+
+static void cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, double deadline) {
+    double now = zs_now();
+    if (deadline <= now) return;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double d = deadline - now;
+    if (d > 3600) d = 3600;
+    ts.tv_sec += (time_t)d;
+    ts.tv_nsec += (long)((d - (double)(time_t)d) * 1e9);
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(cv, mu, &ts); /* cv uses CLOCK_MONOTONIC */
+}
+
 static void *sched_main(void *arg) {
     zs_sched_t *s = arg;
+    if (s->o.cuda_device >= 0) {
+        zs_err_t err = {0};
+        if (zs_gpu_set_device(s->o.cuda_device, &err) != 0)
+            zs_slog(&s->log, ZS_LOG_ERROR, NULL, "model %s: %s", s->o.name, err.msg);
+    }
     for (;;) {
         pthread_mutex_lock(&s->mu);
-        while (!s->stopping && !s->cancel_all && s->wait_head == NULL && s->nrun == 0)
+        for (;;) {
+            int st = atomic_load(&s->state);
+            if (s->stopping || s->cancel_all || s->wait_head != NULL || s->nrun > 0) break;
+            if (!s->has_life) {
+                pthread_cond_wait(&s->cv, &s->mu);
+                continue;
+            }
+            if (st == ZS_MODEL_UNLOADED && s->want_load) break;
+            if (st == ZS_MODEL_READY && (s->want_unload || s->want_evict)) break;
+            if (st == ZS_MODEL_READY && s->o.keep_alive_s > 0) {
+                double dl = s->idle_since + s->o.keep_alive_s;
+                if (zs_now() >= dl) break;
+                cond_wait_until(&s->cv, &s->mu, dl);
+                continue;
+            }
+            s->want_unload = s->want_evict = 0; /* nothing to unload */
             pthread_cond_wait(&s->cv, &s->mu);
+        }
         int cancel_all = s->cancel_all;
         s->cancel_all = 0;
         if (cancel_all)
@@ -466,9 +649,43 @@ static void *sched_main(void *arg) {
                 int exp = ZS_CANCEL_NONE;
                 atomic_compare_exchange_strong(&w->cancel, &exp, ZS_CANCEL_SHUTDOWN);
             }
-        int quit = s->stopping && s->wait_head == NULL && s->nrun == 0;
+        int idle = s->wait_head == NULL && s->nrun == 0;
+        int quit = s->stopping && idle;
+        int st = atomic_load(&s->state);
+        const char *unload_why = NULL;
+        int do_load = 0;
+        if (s->has_life && !quit) {
+            if (st == ZS_MODEL_READY && idle) {
+                if (s->want_unload) unload_why = "admin";
+                else if (s->want_evict) unload_why = "evicted";
+                else if (s->o.keep_alive_s > 0 && zs_now() >= s->idle_since + s->o.keep_alive_s)
+                    unload_why = "keep-alive";
+                if (unload_why) s->want_unload = s->want_evict = 0;
+            }
+            if (!idle) s->want_evict = 0; /* busy: not a victim any more */
+            if (st == ZS_MODEL_UNLOADED && (s->wait_head != NULL || s->want_load)) {
+                do_load = s->want_load ? 2 : 1;
+                s->want_load = 0;
+            }
+        }
         pthread_mutex_unlock(&s->mu);
         if (quit) break;
+        if (unload_why) {
+            sched_unload(s, unload_why);
+            continue;
+        }
+        if (do_load) {
+            drop_cancelled_waiting(s);
+            pthread_mutex_lock(&s->mu);
+            int go = s->wait_head != NULL || (do_load == 2 && !s->stopping);
+            pthread_mutex_unlock(&s->mu);
+            if (go) sched_load(s);
+            continue;
+        }
+        if (s->e == NULL) { /* unloaded: only cancelled requests can be here */
+            drop_cancelled_waiting(s);
+            continue;
+        }
         if (cancel_all)
             for (int i = 0; i < s->nrun; i++) {
                 int exp = ZS_CANCEL_NONE;
@@ -478,6 +695,11 @@ static void *sched_main(void *arg) {
         admit(s);
         step(s);
         update_gauges(s);
+        if (s->nrun == 0) {
+            pthread_mutex_lock(&s->mu);
+            if (s->wait_head == NULL) s->idle_since = zs_now();
+            pthread_mutex_unlock(&s->mu);
+        }
         if (s->o.step_delay_ms > 0 && s->nrun > 0) {
             struct timespec d = {s->o.step_delay_ms / 1000, (long)(s->o.step_delay_ms % 1000) * 1000000L};
             while (nanosleep(&d, &d) != 0 && errno == EINTR) {
@@ -491,37 +713,45 @@ static void *sched_main(void *arg) {
 /* --- public ------------------------------------------------------------------------------ */
 
 int zs_sched_create(zs_engine_t *e, const zs_tok_t *tok, const zs_sched_opts_t *o,
-                    zs_metrics_t *m, const zs_slog_t *log, zs_sched_t **out, zs_err_t *err) {
+                    const zs_sched_life_t *life, zs_metrics_t *m, const zs_slog_t *log,
+                    zs_sched_t **out, zs_err_t *err) {
     *out = NULL;
     if (o->max_batch < 1 || o->step_tokens < o->max_batch || o->max_queue < 0 || o->ctx < 2 ||
-        o->neos < 0 || o->neos > 32)
+        o->neos < 0 || o->neos > 32 || (e == NULL && (life == NULL || life->load == NULL)))
         return zs_err_set(err, ZS_EINVAL,
                           "scheduler: bad options (max_batch %d, step_tokens %d, max_queue %d, "
                           "ctx %lld): step_tokens must be >= max_batch >= 1",
                           o->max_batch, o->step_tokens, o->max_queue, (long long)o->ctx);
     zs_sched_t *s = calloc(1, sizeof *s);
     if (s == NULL) return zs_err_set(err, ZS_ENOMEM, "scheduler: out of memory");
-    s->e = e;
     s->tok = tok;
     s->o = *o;
     memcpy(s->eos, o->eos, (size_t)o->neos * sizeof *o->eos);
     s->o.eos = s->eos;
     s->m = m;
     s->log = *log;
-    s->V = zs_engine_config(e)->vocab;
-    const zs_kv_cache_t *kv = zs_engine_kv(e);
-    s->bs = kv->layout.block_size;
-    s->nblocks_total = kv->nblocks;
-    int mu = pthread_mutex_init(&s->mu, NULL) == 0;
-    int cv = mu && pthread_cond_init(&s->cv, NULL) == 0;
+    if (life != NULL && life->load != NULL && life->unload != NULL) {
+        s->life = *life;
+        s->has_life = 1;
+    }
+    atomic_init(&s->state, e ? ZS_MODEL_READY : ZS_MODEL_UNLOADED);
+    atomic_init(&s->abort_load, 0);
+    atomic_init(&s->active, 0);
+    s->idle_since = zs_now();
+    pthread_condattr_t ca;
+    int ca_ok = pthread_condattr_init(&ca) == 0;
+    int mu = ca_ok && pthread_mutex_init(&s->mu, NULL) == 0;
+    int cv = mu && pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0 &&
+             pthread_cond_init(&s->cv, &ca) == 0;
+    int scv = cv && pthread_cond_init(&s->state_cv, &ca) == 0;
+    if (ca_ok) pthread_condattr_destroy(&ca);
     s->run = calloc((size_t)o->max_batch, sizeof *s->run);
     s->items = calloc((size_t)o->max_batch, sizeof *s->items);
     s->item_req = calloc((size_t)o->max_batch, sizeof *s->item_req);
-    s->logits = malloc((size_t)o->max_batch * (size_t)s->V * sizeof(float));
-    s->bitmap = malloc((s->nblocks_total + 7) / 8);
-    int pc = zs_pcache_init(&s->pc, s->bs, o->max_batch + 256, s->nblocks_total) == 0;
-    if (!mu || !cv || !s->run || !s->items || !s->item_req || !s->logits || !s->bitmap || !pc) {
-        if (pc) zs_pcache_destroy(&s->pc);
+    int bound = e == NULL || sched_bind(s, e) == 0;
+    if (!mu || !cv || !scv || !s->run || !s->items || !s->item_req || !bound) {
+        if (s->pc_ready) zs_pcache_destroy(&s->pc);
+        if (scv) pthread_cond_destroy(&s->state_cv);
         if (cv) pthread_cond_destroy(&s->cv);
         if (mu) pthread_mutex_destroy(&s->mu);
         free(s->run);
@@ -544,6 +774,60 @@ int zs_sched_create(zs_engine_t *e, const zs_tok_t *tok, const zs_sched_opts_t *
     s->started = 1;
     *out = s;
     return 0;
+}
+
+int zs_sched_state(zs_sched_t *s) { return atomic_load(&s->state); }
+
+void zs_sched_request_load(zs_sched_t *s) {
+    pthread_mutex_lock(&s->mu);
+    if (atomic_load(&s->state) != ZS_MODEL_READY) s->want_load = 1;
+    s->want_unload = 0;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void zs_sched_request_unload(zs_sched_t *s, int persistent) {
+    pthread_mutex_lock(&s->mu);
+    if (persistent) {
+        s->want_unload = 1;
+        s->want_load = 0;
+    } else {
+        s->want_evict = 1;
+    }
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+int zs_sched_idle(zs_sched_t *s) { return atomic_load(&s->active) == 0; }
+
+double zs_sched_idle_s(zs_sched_t *s) {
+    if (atomic_load(&s->active) != 0) return 0;
+    pthread_mutex_lock(&s->mu);
+    double d = zs_now() - s->idle_since;
+    pthread_mutex_unlock(&s->mu);
+    return d > 0 ? d : 0;
+}
+
+int zs_sched_wait_state(zs_sched_t *s, int state, double timeout_s, char *msg, size_t cap) {
+    double deadline = zs_now() + timeout_s;
+    pthread_mutex_lock(&s->mu);
+    uint64_t fails = s->load_failures;
+    int rc = 0;
+    for (;;) {
+        if (atomic_load(&s->state) == state) {
+            rc = 1;
+            break;
+        }
+        if (s->load_failures != fails) {
+            if (msg && cap) snprintf(msg, cap, "%s", s->load_err);
+            rc = -1;
+            break;
+        }
+        if (zs_now() >= deadline) break;
+        cond_wait_until(&s->state_cv, &s->mu, deadline);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
 }
 
 int zs_sched_submit(zs_sched_t *s, zs_sreq_t *r) {
@@ -595,6 +879,7 @@ void zs_sched_gauges(zs_sched_t *s, zs_model_gauges_t *g) {
 void zs_sched_free(zs_sched_t *s) {
     if (s == NULL) return;
     if (s->started) {
+        atomic_store(&s->abort_load, 1);
         pthread_mutex_lock(&s->mu);
         s->stopping = 1;
         s->draining = 1;
@@ -604,7 +889,8 @@ void zs_sched_free(zs_sched_t *s) {
         pthread_join(s->th, NULL);
     }
     /* the thread finished every request; holders die with the engine */
-    zs_pcache_destroy(&s->pc);
+    if (s->pc_ready) zs_pcache_destroy(&s->pc);
+    pthread_cond_destroy(&s->state_cv);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
     free(s->run);

@@ -4,7 +4,13 @@
  * (bounded by a token budget), samples per request, detokenizes incrementally, applies stop
  * strings (holding back text that may start one) and publishes text to the request, whose
  * HTTP thread waits on it. Requests are reference counted: the HTTP side and the scheduler
- * each hold one reference. */
+ * each hold one reference.
+ *
+ * The scheduler thread also owns the model's lifecycle (scale from zero): it unloads the
+ * engine when the model has been idle longer than its keep-alive (or when asked: admin
+ * endpoint, another model needing the memory), and loads it again when a request arrives
+ * (requests queue meanwhile). Loading and unloading go through callbacks (serve_model.c),
+ * always on this thread, so the engine is never touched by two threads. */
 #ifndef ZS_SERVER_SCHEDULER_H
 #define ZS_SERVER_SCHEDULER_H
 
@@ -38,6 +44,7 @@ struct zs_sreq {
     double t_arrive;
     atomic_int cancel;           /* ZS_CANCEL_* */
     zs_sched_t *sched;
+    int64_t startup;             /* start-up this request triggered (first token recorded), -1 */
 
     /* output, under mu */
     pthread_mutex_t mu;
@@ -93,10 +100,47 @@ typedef struct zs_sched_opts {
     int64_t ctx;
     const int32_t *eos;
     int neos;
+    double keep_alive_s;         /* idle seconds before unloading; <= 0 = never */
+    int cuda_device;             /* made current on the thread at start; -1 = none */
 } zs_sched_opts_t;
 
+/* Model lifecycle states. */
+enum { ZS_MODEL_UNLOADED = 0, ZS_MODEL_LOADING = 1, ZS_MODEL_READY = 2, ZS_MODEL_UNLOADING = 3 };
+const char *zs_model_state_name(int state);
+
+/* Lifecycle callbacks, called on the scheduler thread only. */
+typedef struct zs_sched_life {
+    void *ctx;
+    /* Brings the model up and returns its engine. trigger: the queued request that caused the
+     * start (NULL for "admin"/"prewarm"); abort becomes nonzero when the server stops (a
+     * load waiting for memory gives up). *startup: id of the start-up record. */
+    int (*load)(void *ctx, const zs_sreq_t *trigger, const char *why, const atomic_int *abort,
+                zs_engine_t **e, int64_t *startup, zs_err_t *err);
+    /* Frees the engine and device weights (the pool segment stays). */
+    void (*unload)(void *ctx, const char *why);
+    /* The request that triggered start-up `startup` got its first token at zs_now() == t. */
+    void (*first_token)(void *ctx, int64_t startup, double t);
+} zs_sched_life_t;
+
+/* e: the engine when the model is already loaded (state READY), NULL to start unloaded.
+ * life may be NULL (no scale to zero: e must be given). */
 int zs_sched_create(zs_engine_t *e, const zs_tok_t *tok, const zs_sched_opts_t *o,
-                    zs_metrics_t *m, const zs_slog_t *log, zs_sched_t **out, zs_err_t *err);
+                    const zs_sched_life_t *life, zs_metrics_t *m, const zs_slog_t *log,
+                    zs_sched_t **out, zs_err_t *err);
+/* Current lifecycle state (ZS_MODEL_*). */
+int zs_sched_state(zs_sched_t *s);
+/* Asks the scheduler to load the model now (admin "load", pre-warming). */
+void zs_sched_request_load(zs_sched_t *s);
+/* Asks the scheduler to unload: persistent = 1 (admin): as soon as it is idle; 0 (another
+ * model needs the memory): only if it is idle when the scheduler looks, else forgotten. */
+void zs_sched_request_unload(zs_sched_t *s, int persistent);
+/* 1 when nothing is queued or running. */
+int zs_sched_idle(zs_sched_t *s);
+/* Seconds since the model last had work (0 while it has). */
+double zs_sched_idle_s(zs_sched_t *s);
+/* Waits until the state is `state` or a load failed after the call (returns -1 with the
+ * error in msg), up to timeout_s (returns 0 on timeout, 1 when reached). */
+int zs_sched_wait_state(zs_sched_t *s, int state, double timeout_s, char *msg, size_t cap);
 /* Queues r (taking a reference). ZS_EBUSY: queue full; ZS_ECANCELED: draining. */
 int zs_sched_submit(zs_sched_t *s, zs_sreq_t *r);
 /* Refuse new submissions from now on. */

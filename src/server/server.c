@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "gpu/gpu_rt.h"
 #include "server/server_internal.h"
 
 static char *dup_or_null(const char *s, int *oom) {
@@ -34,6 +35,7 @@ int zs_server_create(const zs_server_config_t *cfg, zs_server_t **out, zs_err_t 
     int oom = 0;
     s->cfg.host = dup_or_null(cfg->host, &oom);
     s->cfg.api_key = dup_or_null(cfg->api_key, &oom);
+    s->cfg.pool_dir = dup_or_null(cfg->pool_dir, &oom);
     for (int i = 0; i < cfg->nmodels; i++) {
         s->cfg.models[i].name = dup_or_null(cfg->models[i].name, &oom);
         s->cfg.models[i].path = dup_or_null(cfg->models[i].path, &oom);
@@ -53,16 +55,65 @@ int zs_server_create(const zs_server_config_t *cfg, zs_server_t **out, zs_err_t 
         goto fail;
     }
     s->metrics_ready = 1;
+    if (zs_res_init(&s->res, &s->log) != 0) {
+        rc = zs_err_set(err, ZS_ENOMEM, "server: cannot initialize placement");
+        goto fail;
+    }
+    s->res_ready = 1;
+    if (s->cfg.pool_size > 0) {
+        zs_pool_opts_t po = {.dir = s->cfg.pool_dir, .capacity = s->cfg.pool_size};
+        if ((rc = zs_pool_open(&po, &s->pool, err)) != 0) goto fail;
+    }
+    /* devices and their budgets */
+    uint32_t allowed[ZS_SERVER_MAX_MODELS] = {0};
+    for (int i = 0; i < s->cfg.nmodels; i++) {
+        zs_server_model_cfg_t *mc = &s->cfg.models[i];
+        int ngpu = mc->any_gpu ? zs_cuda_device_count() : 1;
+        if (mc->any_gpu && ngpu < 1) {
+            rc = zs_err_set(err, ZS_EUNSUPPORTED, "model %s: device cuda:any but no GPU is usable", mc->name);
+            goto fail;
+        }
+        for (int g = 0; g < ngpu; g++) {
+            zs_device_t d = mc->device;
+            if (mc->any_gpu) d.index = g;
+            uint64_t budget = s->cfg.device_mem;
+            if (budget == 0 && d.kind == ZS_DEV_CUDA) {
+                size_t fr = 0, tot = 0;
+                zs_err_t gerr = {0};
+                if (zs_gpu_set_device(d.index, &gerr) == 0 && zs_gpu_mem_info(&fr, &tot, &gerr) == 0)
+                    budget = (uint64_t)((double)fr * 0.95);
+                else
+                    zs_slog(&s->log, ZS_LOG_WARN, NULL, "cuda:%d: cannot read free memory (%s); no device budget",
+                            d.index, gerr.msg);
+            }
+            int slot = zs_res_device(&s->res, d, budget);
+            if (slot < 0) {
+                rc = zs_err_set(err, ZS_ERANGE, "server: more than %d devices", ZS_RES_MAX_DEV);
+                goto fail;
+            }
+            allowed[i] |= 1u << slot;
+        }
+    }
     for (int i = 0; i < s->cfg.nmodels; i++) {
         double t0 = zs_now();
-        rc = zs_srv_model_load(&s->cfg.models[i], &s->cfg, &s->metrics, &s->log, &s->models[i], err);
+        rc = zs_srv_model_load(&s->cfg.models[i], &s->cfg, i, allowed[i], &s->res, s->pool, &s->metrics, &s->log,
+                               &s->models[i], err);
         if (rc) goto fail;
         s->nmodels++;
         zs_slog(&s->log, ZS_LOG_INFO, NULL, "model %s ready in %.3f s", s->models[i].name,
                 zs_now() - t0);
-        char *tl = zs_bundle_timeline_json(s->models[i].b, -1);
-        if (tl != NULL) zs_slog(&s->log, ZS_LOG_INFO, NULL, "model %s start-up timeline %s", s->models[i].name, tl);
-        free(tl);
+    }
+    if (s->cfg.probe_bandwidth) {
+        /* a bounded read probe: the smallest shard of the first model, if at most 256 MiB */
+        const zs_ckpt_t *ck = s->models[0].b->ckpt;
+        const char *probe = NULL;
+        uint64_t best = (uint64_t)256 << 20;
+        for (uint32_t f = 0; f < ck->nfiles; f++)
+            if (ck->files[f].size > 0 && ck->files[f].size <= best) {
+                best = ck->files[f].size;
+                probe = ck->files[f].path;
+            }
+        zs_res_start_probes(&s->res, probe);
     }
     *out = s;
     return 0;
@@ -107,7 +158,16 @@ int zs_server_shutdown(zs_server_t *s) {
 void zs_server_free(zs_server_t *s) {
     if (s == NULL) return;
     zs_http_stop(s);
-    for (int i = 0; i < s->nmodels; i++) zs_srv_model_free(&s->models[i]);
+    /* stop every lifecycle first; no placement may pick a scheduler that is going away */
+    if (s->res_ready)
+        for (int i = 0; i < s->nmodels; i++) zs_res_set_sched(&s->res, i, NULL);
+    for (int i = 0; i < s->nmodels; i++) zs_sched_free(s->models[i].sched);
+    for (int i = 0; i < s->nmodels; i++) {
+        s->models[i].sched = NULL;
+        zs_srv_model_free(&s->models[i]);
+    }
+    if (s->res_ready) zs_res_destroy(&s->res);
+    zs_pool_close(s->pool);
     if (s->metrics_ready) zs_metrics_destroy(&s->metrics);
     zs_server_config_free(&s->cfg);
     free(s);

@@ -12,7 +12,9 @@
 #include "server/log.h"
 #include "server/metrics.h"
 #include "server/openai_request.h"
+#include "server/residency.h"
 #include "server/serve_model.h"
+#include "zerostart/pool.h"
 #include "zerostart/server.h"
 
 struct zs_server {
@@ -22,6 +24,9 @@ struct zs_server {
     int metrics_ready;
     zs_srv_model_t models[ZS_SERVER_MAX_MODELS];
     int nmodels;
+    zs_pool_t *pool;             /* hot model pool; NULL without --pool-size */
+    zs_res_t res;                /* device budgets, placement */
+    int res_ready;
     struct MHD_Daemon *d;
     uint16_t port;
     atomic_int inflight;         /* HTTP requests between first callback and completion */
