@@ -143,6 +143,29 @@ static int bundle_pool(zs_bundle_t *b, zs_bundle_opts_t *o, double t0, zs_err_t 
     return ZS_OK;
 }
 
+/* Starts the weights load; b->loading tracks it until zs_bundle_finish_load. */
+static int bundle_begin_load(zs_bundle_t *b, const zs_bundle_opts_t *o, double t0, zs_err_t *err) {
+    zs_bundle_loading_t *lg = calloc(1, sizeof *lg);
+    if (lg == NULL) return zs_err_set(err, ZS_ENOMEM, "%s: out of memory", b->ckpt->dir);
+    b->loading = lg;
+    lg->b = b;
+    lg->t0 = t0;
+    lg->t_load = zs_now();
+    return zs_load_begin(b->ckpt, &o->load, &lg->ld, err);
+}
+
+/* Builds the engine: at once over the weights still arriving (overlap_load; each layer is waited
+ * for at first use), or once the load is complete. */
+static int bundle_make_engine(zs_bundle_t *b, zs_bundle_opts_t *o, zs_err_t *err) {
+    if (o->overlap_load) {
+        o->engine.wait_weights = bundle_wait_stage;
+        o->engine.wait_ctx = b->loading;
+        return zs_engine_create(b->ckpt, zs_load_weights(b->loading->ld), &o->engine, &b->engine, err);
+    }
+    int rc = zs_bundle_finish_load(b, err);
+    return rc == ZS_OK ? zs_engine_create(b->ckpt, b->weights, &o->engine, &b->engine, err) : rc;
+}
+
 int zs_bundle_open(const char *dir, const zs_bundle_opts_t *opts, zs_bundle_t **out, zs_err_t *err) {
     *out = NULL;
     double t0 = zs_now();
@@ -159,31 +182,12 @@ int zs_bundle_open(const char *dir, const zs_bundle_opts_t *opts, zs_bundle_t **
     b->timeline.opened = zs_now() - t0;
     b->timeline.source = ZS_SRC_PAGE_CACHE;
     rc = bundle_pool(b, &o, t0, err);
+    if (rc == ZS_OK) rc = bundle_begin_load(b, &o, t0, err);
     if (rc != ZS_OK) goto fail;
-    zs_bundle_loading_t *lg = calloc(1, sizeof *lg);
-    if (lg == NULL) {
-        rc = zs_err_set(err, ZS_ENOMEM, "%s: out of memory", dir);
-        goto fail;
-    }
-    b->loading = lg;
-    lg->b = b;
-    lg->t0 = t0;
-    lg->t_load = zs_now();
-    rc = zs_load_begin(b->ckpt, &o.load, &lg->ld, err);
-    if (rc != ZS_OK) goto fail;
-    rc = bundle_text_side(b, &o, err);
+    rc = bundle_text_side(b, &o, err); /* while the weights stream in */
     if (rc == ZS_OK) rc = bundle_generation_stops(b, err);
     b->timeline.tokenizer = zs_now() - t0;
-    if (rc != ZS_OK) goto fail;
-    if (o.overlap_load) {
-        /* the engine only records weight pointers now; each layer is waited for at first use */
-        o.engine.wait_weights = bundle_wait_stage;
-        o.engine.wait_ctx = lg;
-        rc = zs_engine_create(b->ckpt, zs_load_weights(lg->ld), &o.engine, &b->engine, err);
-    } else {
-        rc = zs_bundle_finish_load(b, err);
-        if (rc == ZS_OK) rc = zs_engine_create(b->ckpt, b->weights, &o.engine, &b->engine, err);
-    }
+    if (rc == ZS_OK) rc = bundle_make_engine(b, &o, err);
     if (rc != ZS_OK) goto fail;
     if (b->nstop == 0) {
         const zs_model_config_t *c = zs_engine_config(b->engine);
@@ -204,12 +208,9 @@ fail:
 
 void zs_bundle_free(zs_bundle_t *b) {
     if (b == NULL) return;
-    zs_engine_free(b->engine);
-    b->engine = NULL;
-    zs_bundle_finish_load(b, NULL); /* joins the loader threads, then the weights are freed */
+    zs_bundle_unload(b);
     zs_chat_template_free(b->chat);
     zs_tok_free(b->tok);
-    zs_weights_free(b->weights);
     zs_pool_release(b->pooled);
     zs_ckpt_close(b->ckpt);
     free(b);
@@ -248,23 +249,8 @@ int zs_bundle_reload(zs_bundle_t *b, const zs_bundle_opts_t *opts, zs_err_t *err
     b->timeline.source = ZS_SRC_PAGE_CACHE;
     int rc = bundle_pool(b, &o, t0, err);
     if (rc != ZS_OK) return rc;
-    zs_bundle_loading_t *lg = calloc(1, sizeof *lg);
-    if (lg == NULL) return zs_err_set(err, ZS_ENOMEM, "%s: out of memory", b->ckpt->dir);
-    b->loading = lg;
-    lg->b = b;
-    lg->t0 = t0;
-    lg->t_load = zs_now();
-    rc = zs_load_begin(b->ckpt, &o.load, &lg->ld, err);
-    if (rc == ZS_OK) {
-        if (o.overlap_load) {
-            o.engine.wait_weights = bundle_wait_stage;
-            o.engine.wait_ctx = lg;
-            rc = zs_engine_create(b->ckpt, zs_load_weights(lg->ld), &o.engine, &b->engine, err);
-        } else {
-            rc = zs_bundle_finish_load(b, err);
-            if (rc == ZS_OK) rc = zs_engine_create(b->ckpt, b->weights, &o.engine, &b->engine, err);
-        }
-    }
+    rc = bundle_begin_load(b, &o, t0, err);
+    if (rc == ZS_OK) rc = bundle_make_engine(b, &o, err);
     if (rc == ZS_OK) b->timeline.engine = zs_now() - t0;
     else zs_bundle_unload(b);
     return rc;
