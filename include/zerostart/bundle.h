@@ -65,7 +65,8 @@ typedef struct zs_bundle {
     zs_chat_template_t *chat;     /* NULL when there is no usable chat template */
     char chat_error[1100];        /* why chat is NULL ("" when it is not) */
     zs_engine_t *engine;
-    int32_t stop_ids[ZS_BUNDLE_MAX_STOP]; /* generation_config.json eos_token_id, else config.json's */
+    int32_t stop_ids[ZS_BUNDLE_MAX_STOP]; /* generation_config.json eos_token_id, else config.json's,
+                                             plus the tokenizer's end-of-sequence token */
     int32_t nstop;
     zs_bundle_timeline_t timeline;
     zs_pool_model_t *pooled;      /* the pool segment the weights came from, kept attached */

@@ -193,6 +193,11 @@ int zs_bundle_open(const char *dir, const zs_bundle_opts_t *opts, zs_bundle_t **
         const zs_model_config_t *c = zs_engine_config(b->engine);
         for (int32_t i = 0; i < c->n_eos && b->nstop < ZS_BUNDLE_MAX_STOP; i++) b->stop_ids[b->nstop++] = c->eos_ids[i];
     }
+    /* the tokenizer's end-of-sequence token stops generation too (as vLLM does) */
+    int32_t te = b->tok ? zs_tok_eos_id(b->tok) : -1;
+    int have = 0;
+    for (int32_t i = 0; i < b->nstop; i++) have |= b->stop_ids[i] == te;
+    if (te >= 0 && !have && b->nstop < ZS_BUNDLE_MAX_STOP) b->stop_ids[b->nstop++] = te;
     if (b->tok != NULL && zs_tok_vocab_size(b->tok) > (size_t)zs_engine_config(b->engine)->vocab) {
         rc = zs_err_set(err, ZS_EFORMAT, "%s: tokenizer has %zu tokens but the model's vocabulary is %d", dir,
                         zs_tok_vocab_size(b->tok), zs_engine_config(b->engine)->vocab);

@@ -329,13 +329,9 @@ int zs_srv_model_load(const zs_server_model_cfg_t *mc, const zs_server_config_t 
         ctx = kv_tokens;
     }
     out->ctx = ctx;
-    for (int32_t i = 0; i < out->b->nstop; i++)
+    for (int32_t i = 0; i < out->b->nstop; i++) /* the bundle's stop tokens, as `zerostart run` uses */
         if (out->b->stop_ids[i] >= 0 && out->b->stop_ids[i] < out->vocab)
             out->eos[out->neos++] = out->b->stop_ids[i];
-    int32_t te = zs_tok_eos_id(out->tok);
-    int have = 0;
-    for (int i = 0; i < out->neos; i++) have |= out->eos[i] == te;
-    if (te >= 0 && te < out->vocab && !have) out->eos[out->neos++] = te;
 
     zs_sched_opts_t so = {.name = out->name, .max_queue = cfg->max_queue,
                           .max_batch = cfg->max_batch, .step_tokens = cfg->step_tokens,

@@ -1,11 +1,12 @@
 """`zerostart serve` under load: 500 requests from 50 concurrent clients mixing chat and
 completions, streaming and not, all complete and well-formed, with greedy outputs equal to
-the result of the same request run alone; then clients that disconnect mid-stream free
+the result of the same request run alone and to `zerostart run` on the same prompt; then clients that disconnect mid-stream free
 their sequences (KV blocks in use back to 0) while the server keeps serving."""
 import concurrent.futures as cf
 import json
 import random
 import socket
+import subprocess
 import threading
 
 import openai
@@ -62,6 +63,14 @@ def test_500_requests_50_clients(request, model):
         solo_client = make_client(srv.url)
         # reference: each request alone on the idle server (a batch of one)
         ref = {c: run_one(solo_client, c[0], False, c[1], c[2]) for c in cases}
+        # ... and equal to `zerostart run` on the same prompt (same tokenizer, template, stops)
+        for (kind, prompt, n), (text, _, _) in ref.items():
+            args = [str(zerostart), "run", str(model[0]), "-p", prompt, "--max-tokens", str(n), "--device", "cpu"]
+            if kind == "chat":
+                args += ["--chat", "--system", SYSTEM]
+            r = subprocess.run(args, capture_output=True)
+            assert r.returncode == 0, r.stderr.decode()
+            assert r.stdout.decode("utf-8") == text + "\n", (kind, prompt, n)
         rng = random.Random(7)
         jobs = [(rng.choice(cases), rng.random() < 0.5) for _ in range(500)]
         clients = [make_client(srv.url) for _ in range(50)]
