@@ -61,7 +61,7 @@ def main():
     finally:
         srv.send_signal(signal.SIGTERM)
         rc = srv.wait(timeout=60)
-        timeline = [l for l in open(log.name).read().splitlines() if "timeline" in l or "ready" in l]
+        timeline = [l for l in open(log.name).read().splitlines() if "start-up" in l or "ready" in l]
         print("\nserver log (start-up):\n  " + "\n  ".join(timeline[:6]))
         print(f"server stopped (exit {rc})")
 
