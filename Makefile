@@ -14,15 +14,15 @@ CLANG      ?= clang
 PYTHON     ?= python3
 VENV       := .venv
 VPY        := $(VENV)/bin/python
-DEBS       := libjansson-dev libpcre2-dev libmicrohttpd-dev libxxhash-dev pkg-config clang libclang-rt-dev
-PKGS       := jansson libpcre2-8 libmicrohttpd libxxhash
+DEBS       := libjansson-dev libpcre2-dev libmicrohttpd-dev libxxhash-dev libssl-dev pkg-config clang libclang-rt-dev
+PKGS       := jansson libpcre2-8 libmicrohttpd libxxhash libcrypto
 FUZZ_SECONDS ?= 20
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 ifeq ($(STATIC_DEPS),1)
 # Static archives of the Debian libraries; libmicrohttpd's own TLS dependency (gnutls) stays
 # dynamic: it is part of common base images, unlike the -dev libraries.
-PKG_LIBS   := -Wl,-Bstatic -ljansson -lpcre2-8 -lxxhash -lmicrohttpd -Wl,-Bdynamic -lgnutls
+PKG_LIBS   := -Wl,-Bstatic -ljansson -lpcre2-8 -lxxhash -lmicrohttpd -lcrypto -Wl,-Bdynamic -lgnutls
 else
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 endif

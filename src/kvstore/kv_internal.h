@@ -1,0 +1,81 @@
+/* Internals shared by the kvstore files: SHA-256 helper, the key index with LFU eviction
+ * (kv_index.c) and the block file format (kv_file.c). */
+#ifndef ZS_KVSTORE_INTERNAL_H
+#define ZS_KVSTORE_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "zerostart/kvstore.h"
+
+/* SHA-256 over the concatenation of n parts (libcrypto EVP). 0 or ZS_ENOMEM/ZS_EIO. */
+int kv_sha256(const void *const *parts, const size_t *lens, int n, uint8_t out[ZS_KV_HASH_BYTES]);
+
+/* --- key index: chained hash map + LFU victim choice ------------------------------------ */
+typedef struct kv_ent {
+    zs_kv_key_t key;
+    zs_kv_ns_t ns;
+    uint64_t block_index;
+    uint64_t bytes;              /* accounted bytes */
+    uint64_t freq;               /* uses (saturating) */
+    uint64_t tick;               /* last use, index clock */
+    uint32_t pins;
+    void *data;                  /* host: payload */
+    size_t len;                  /* host: payload size */
+    struct kv_ent *next;
+} kv_ent_t;
+
+typedef struct kv_index {
+    kv_ent_t **buckets;
+    size_t nbuckets, count;
+    uint64_t bytes, tick;
+} kv_index_t;
+
+int kv_index_init(kv_index_t *ix);
+/* Frees every entry with free_ent (may be NULL: free() only). */
+void kv_index_destroy(kv_index_t *ix, void (*free_ent)(kv_ent_t *));
+kv_ent_t *kv_index_find(const kv_index_t *ix, const zs_kv_key_t *key);
+/* Inserts e (key not present), adds e->bytes. ZS_ENOMEM when growing fails (e not inserted). */
+int kv_index_insert(kv_index_t *ix, kv_ent_t *e);
+void kv_index_remove(kv_index_t *ix, kv_ent_t *e);
+/* Counts a use: freq + 1, tick = now. */
+void kv_index_touch(kv_index_t *ix, kv_ent_t *e);
+/* Eviction victim: unpinned, lowest freq, then oldest tick; never `keep`. NULL if none. */
+kv_ent_t *kv_index_victim(const kv_index_t *ix, const kv_ent_t *keep);
+
+/* --- block file format -------------------------------------------------------------------
+ * Little-endian, KVF_HDR_BYTES of header, then payload_bytes of payload:
+ *   0   magic "ZSKVBLK\0"        8
+ *   8   version (1)               u32
+ *   12  header bytes (288)        u32
+ *   16  namespace                 32
+ *   48  key                       32
+ *   80  block index (chain pos.)  u64
+ *   88  payload bytes             u64
+ *   96  layout descriptor         128, NUL-terminated, NUL-padded
+ *   224 header_sum                32  SHA256(header with both sums zeroed)
+ *   256 sum                       32  SHA256(header with both sums zeroed || payload)     */
+#define KVF_MAGIC "ZSKVBLK"
+#define KVF_VERSION 1u
+#define KVF_HDR_BYTES 288u
+#define KVF_MAX_PAYLOAD ((uint64_t)1 << 40)
+
+typedef struct kvf_meta {
+    zs_kv_ns_t ns;
+    zs_kv_key_t key;
+    uint64_t block_index;
+    uint64_t payload_bytes;
+    char layout[ZS_KV_LAYOUT_MAX];
+    uint8_t sum[ZS_KV_HASH_BYTES];
+} kvf_meta_t;
+
+/* Builds the header of a block file for payload (m->sum is computed). */
+int kvf_encode(kvf_meta_t *m, const void *payload, uint8_t out[KVF_HDR_BYTES], zs_err_t *err);
+/* Parses and checks a header (magic, version, size, layout string, header_sum). what names the
+ * file in messages. ZS_EFORMAT on any violation. */
+int kvf_parse(const uint8_t *hdr, size_t n, const char *what, kvf_meta_t *m, zs_err_t *err);
+/* Checks the full-file checksum of a parsed header against payload. ZS_EFORMAT on mismatch. */
+int kvf_verify(const uint8_t hdr[KVF_HDR_BYTES], const kvf_meta_t *m, const void *payload, const char *what,
+               zs_err_t *err);
+
+#endif
