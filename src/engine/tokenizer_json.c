@@ -132,6 +132,20 @@ static int grow(void **v, size_t *n, size_t elem) {
 
 /* ---- normalizer ------------------------------------------------------------------------ */
 
+/* A "Sequence" step: loads each element of o[key] with `one` (same path, depth + 1). */
+typedef int (*tok_step_loader)(ld *L, json_t *o, const char *path, int depth);
+static int load_sequence(ld *L, json_t *o, const char *key, const char *path, int depth, tok_step_loader one) {
+    json_t *a = json_object_get(o, key);
+    if (!json_is_array(a)) return FAIL(L, ZS_EFORMAT, "%s.%s must be an array", path, key);
+    for (size_t i = 0; i < json_array_size(a); i++) {
+        char sub[256];
+        snprintf(sub, sizeof sub, "%s.%s[%zu]", path, key, i);
+        int rc = one(L, json_array_get(a, i), sub, depth + 1);
+        if (rc) return rc;
+    }
+    return ZS_OK;
+}
+
 static int load_normalizer(ld *L, json_t *o, const char *path, int depth) {
     zs_tok_t *tok = L->tok;
     if (o == NULL || json_is_null(o)) return ZS_OK;
@@ -140,14 +154,7 @@ static int load_normalizer(ld *L, json_t *o, const char *path, int depth) {
     int rc = get_type(L, o, path, &type);
     if (rc) return rc;
     if (strcmp(type, "Sequence") == 0) {
-        json_t *a = json_object_get(o, "normalizers");
-        if (!json_is_array(a)) return FAIL(L, ZS_EFORMAT, "%s.normalizers must be an array", path);
-        for (size_t i = 0; i < json_array_size(a); i++) {
-            char sub[256];
-            snprintf(sub, sizeof sub, "%s.normalizers[%zu]", path, i);
-            if ((rc = load_normalizer(L, json_array_get(a, i), sub, depth + 1))) return rc;
-        }
-        return ZS_OK;
+        return load_sequence(L, o, "normalizers", path, depth, load_normalizer);
     }
     if (strcmp(type, "Prepend") == 0 || strcmp(type, "Replace") == 0) {
         if (grow((void **)&tok->norm, &tok->n_norm, sizeof *tok->norm)) return oom(L);
@@ -207,15 +214,7 @@ static int load_pretok(ld *L, json_t *o, const char *path, int depth) {
     int rc = get_type(L, o, path, &type);
     if (rc) return rc;
     if (strcmp(type, "Sequence") == 0) {
-        json_t *a = json_object_get(o, "pretokenizers");
-        if (!json_is_array(a))
-            return FAIL(L, ZS_EFORMAT, "%s.pretokenizers must be an array", path);
-        for (size_t i = 0; i < json_array_size(a); i++) {
-            char sub[256];
-            snprintf(sub, sizeof sub, "%s.pretokenizers[%zu]", path, i);
-            if ((rc = load_pretok(L, json_array_get(a, i), sub, depth + 1))) return rc;
-        }
-        return ZS_OK;
+        return load_sequence(L, o, "pretokenizers", path, depth, load_pretok);
     }
     int kind;
     if (strcmp(type, "ByteLevel") == 0) kind = TP_BYTELEVEL;
@@ -277,14 +276,7 @@ static int load_decoder(ld *L, json_t *o, const char *path, int depth) {
     int rc = get_type(L, o, path, &type);
     if (rc) return rc;
     if (strcmp(type, "Sequence") == 0) {
-        json_t *a = json_object_get(o, "decoders");
-        if (!json_is_array(a)) return FAIL(L, ZS_EFORMAT, "%s.decoders must be an array", path);
-        for (size_t i = 0; i < json_array_size(a); i++) {
-            char sub[256];
-            snprintf(sub, sizeof sub, "%s.decoders[%zu]", path, i);
-            if ((rc = load_decoder(L, json_array_get(a, i), sub, depth + 1))) return rc;
-        }
-        return ZS_OK;
+        return load_sequence(L, o, "decoders", path, depth, load_decoder);
     }
     int kind;
     if (strcmp(type, "ByteLevel") == 0) kind = TD_BYTELEVEL;

@@ -958,24 +958,28 @@ static void cu_destroy(zs_backend_t *b) {
     free(cb);
 }
 
-static const zs_backend_ops_t cuda_ops = {
-    .name = "cuda",
-    .destroy = cu_destroy,
-    .alloc = cu_alloc,
-    .free = cu_free,
-    .upload = cu_upload,
-    .download = cu_download,
-    .sync = cu_sync,
-    .begin_batch = cu_begin_batch,
-    .embed = cu_embed,
-    .matmul = cu_matmul,
-    .rmsnorm = cu_rmsnorm,
-    .rope = cu_rope,
-    .kv_store = cu_kv_store,
-    .attention = cu_attention,
-    .silu_mul = cu_silu_mul,
-    .add = cu_add,
+/* The ops both tables share. */
+#define CUDA_BASE_OPS \
+    .name = "cuda", \
+    .destroy = cu_destroy, \
+    .alloc = cu_alloc, \
+    .free = cu_free, \
+    .upload = cu_upload, \
+    .download = cu_download, \
+    .sync = cu_sync, \
+    .begin_batch = cu_begin_batch, \
+    .embed = cu_embed, \
+    .matmul = cu_matmul, \
+    .rmsnorm = cu_rmsnorm, \
+    .rope = cu_rope, \
+    .kv_store = cu_kv_store, \
+    .attention = cu_attention, \
+    .silu_mul = cu_silu_mul, \
+    .add = cu_add, \
     .gather_rows = cu_gather_rows,
+
+static const zs_backend_ops_t cuda_ops = {
+    CUDA_BASE_OPS
     .matmul3 = cu_matmul3,
     .matmul_add = cu_matmul_add,
     .matmul_silu = cu_matmul_silu,
@@ -983,23 +987,7 @@ static const zs_backend_ops_t cuda_ops = {
 
 /* ZS_CUDA_FUSE=0: the same backend without the fused ops (model.c composes them). */
 static const zs_backend_ops_t cuda_ops_unfused = {
-    .name = "cuda",
-    .destroy = cu_destroy,
-    .alloc = cu_alloc,
-    .free = cu_free,
-    .upload = cu_upload,
-    .download = cu_download,
-    .sync = cu_sync,
-    .begin_batch = cu_begin_batch,
-    .embed = cu_embed,
-    .matmul = cu_matmul,
-    .rmsnorm = cu_rmsnorm,
-    .rope = cu_rope,
-    .kv_store = cu_kv_store,
-    .attention = cu_attention,
-    .silu_mul = cu_silu_mul,
-    .add = cu_add,
-    .gather_rows = cu_gather_rows,
+    CUDA_BASE_OPS
 };
 
 int zs_cuda_backend_create(int device, zs_backend_t **out, zs_err_t *err) {
