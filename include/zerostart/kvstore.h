@@ -1,12 +1,14 @@
-/* zerostart tiered prefix KV store (storage layer; see docs/kvstore.md). Blocks of KV (one
- * paged-cache block: block_size token positions, all layers' K and V; opaque bytes here) are
- * addressed by a chained SHA-256 over a namespace (model identity + optional tenant salt) and
- * the token ids of every block up to and including this one, so equal keys mean equal prefixes
- * of the same model for the same tenant. Two tiers: host memory and a disk directory (one
+/* zerostart tiered prefix KV store (see docs/kvstore.md). Blocks of KV (one paged-cache
+ * block: block_size token positions, all layers' K and V; opaque bytes here, all of one size
+ * per store) are addressed by a chained SHA-256 over a namespace (model identity + optional
+ * tenant salt) and the token ids of every block up to and including this one, so equal keys
+ * mean equal prefixes of the same model for the same tenant. Two tiers: host memory (an arena
+ * of fixed slots that the caller may page-lock for fast GPU copies) and a disk directory (one
  * checksummed file per block, written atomically, rebuilt and cleaned at open). The store
- * combines them: longest-prefix lookup, fetch with promotion to host, and put with
- * asynchronous write-back to disk through a bounded queue. Eviction in both tiers is LFU with
- * a recency tie-break. Not wired into the engine or server yet. */
+ * combines them: longest-prefix lookup; fetch jobs that pin a prefix in host memory, reading
+ * disk blocks on reader threads in parallel; put, or reserve + commit to fill a host slot in
+ * place; asynchronous write-back to disk through a bounded queue. Eviction in both tiers is
+ * LFU with a recency tie-break. The server's KV warm start (src/server/kv_tier.c) drives it. */
 #ifndef ZEROSTART_KVSTORE_H
 #define ZEROSTART_KVSTORE_H
 
@@ -59,14 +61,28 @@ typedef struct zs_kv_tier_stats {
 
 typedef struct zs_kv_host zs_kv_host_t;
 
-/* capacity: bytes of block payloads held (>= 1). */
-int zs_kv_host_open(uint64_t capacity, zs_kv_host_t **out, zs_err_t *err);
+/* capacity: bytes of block payloads held (>= block_bytes; rounded down to whole blocks);
+ * block_bytes: the size of every block. The arena is mapped at once, its pages arrive on use. */
+int zs_kv_host_open(uint64_t capacity, size_t block_bytes, zs_kv_host_t **out, zs_err_t *err);
 void zs_kv_host_close(zs_kv_host_t *h);
+/* The arena holding every payload (for cudaHostRegister: pinned once, fast copies after). */
+void zs_kv_host_arena(zs_kv_host_t *h, void **base, size_t *bytes);
+size_t zs_kv_host_block_bytes(const zs_kv_host_t *h);
 /* Copies the block in, evicting unpinned blocks (lowest use count, then least recent) to make
- * room. A key already present is only touched. ZS_ERANGE if len > capacity, ZS_EBUSY if pinned
- * blocks leave no room. */
+ * room. A key already present (or being filled) is only touched. ZS_EINVAL if len is not the
+ * tier's block size, ZS_EBUSY if pinned blocks leave no room. */
 int zs_kv_host_put(zs_kv_host_t *h, const zs_kv_ns_t *ns, const zs_kv_key_t *key, uint64_t block_index,
                    const void *data, size_t len, zs_err_t *err);
+/* Takes a slot for key, to be filled in place by the caller (e.g. a GPU->host copy): it is
+ * pinned and invisible to get/pin/contains until zs_kv_host_commit (or dropped by
+ * zs_kv_host_abort). Returns 0 with *slot set, 1 (no slot) when the key is present or being
+ * filled already, ZS_EBUSY when pinned blocks leave no room. */
+int zs_kv_host_reserve(zs_kv_host_t *h, const zs_kv_ns_t *ns, const zs_kv_key_t *key, uint64_t block_index,
+                       void **slot, zs_err_t *err);
+/* Publishes a reserved block; keep_pinned = 1 leaves the reservation's pin for the caller to
+ * zs_kv_host_unpin. ZS_ENOENT if key has no reservation. */
+int zs_kv_host_commit(zs_kv_host_t *h, const zs_kv_key_t *key, int keep_pinned);
+void zs_kv_host_abort(zs_kv_host_t *h, const zs_kv_key_t *key);
 /* Copies the block out (*len = its size). ZS_ENOENT on a miss, ZS_ERANGE if cap < size. */
 int zs_kv_host_get(zs_kv_host_t *h, const zs_kv_ns_t *ns, const zs_kv_key_t *key, void *buf, size_t cap,
                    size_t *len, zs_err_t *err);
@@ -119,20 +135,29 @@ typedef struct zs_kvstore zs_kvstore_t;
 typedef enum zs_kv_tier { ZS_KV_TIER_NONE = 0, ZS_KV_TIER_HOST = 1, ZS_KV_TIER_DISK = 2 } zs_kv_tier_t;
 
 typedef struct zs_kvstore_opts {
-    uint64_t host_capacity;      /* bytes (>= 1) */
+    uint64_t host_capacity;      /* bytes (>= block_bytes) */
+    size_t block_bytes;          /* the size of every block (the engine's KV block) */
     zs_kv_disk_opts_t disk;      /* disk.dir NULL: no disk tier */
-    uint32_t queue_depth;        /* pending disk writes; 0 = 64 */
+    uint32_t queue_depth;        /* pending disk writes; 0 = 4096 */
+    int readers;                 /* threads reading disk blocks for fetch jobs; 0 = 4 */
 } zs_kvstore_opts_t;
 
 typedef struct zs_kvstore_stats {
     zs_kv_tier_stats_t host, disk;
-    uint64_t writes_queued, writes_done, writes_dropped, write_errors;
+    uint64_t writes_queued, writes_done, writes_dropped, write_errors, writes_pending;
     uint64_t promotions;         /* disk hits copied into the host tier */
 } zs_kvstore_stats_t;
 
 int zs_kvstore_open(const zs_kvstore_opts_t *opts, zs_kvstore_t **out, zs_err_t *err);
-/* Drains pending disk writes, stops the writer thread, closes the tiers. */
+/* Drains pending disk writes, stops the threads, closes the tiers. Every fetch job must have
+ * been freed. */
 void zs_kvstore_close(zs_kvstore_t *s);
+size_t zs_kvstore_block_bytes(const zs_kvstore_t *s);
+int zs_kvstore_has_disk(const zs_kvstore_t *s);
+/* The host tier's arena (see zs_kv_host_arena). */
+void zs_kvstore_host_arena(zs_kvstore_t *s, void **base, size_t *bytes);
+/* The fastest tier holding key (host preferred), or ZS_KV_TIER_NONE. Not a use. */
+zs_kv_tier_t zs_kvstore_tier_of(zs_kvstore_t *s, const zs_kv_ns_t *ns, const zs_kv_key_t *key);
 /* Length of the longest prefix of keys[0..n) present in some tier; tiers (may be NULL, n
  * entries) receives the tier of each block of that prefix (host preferred). */
 size_t zs_kvstore_lookup(zs_kvstore_t *s, const zs_kv_ns_t *ns, const zs_kv_key_t *keys, size_t n,
@@ -141,12 +166,46 @@ size_t zs_kvstore_lookup(zs_kvstore_t *s, const zs_kv_ns_t *ns, const zs_kv_key_
  * NULL) says which tier served it. ZS_ENOENT when no tier has a valid copy. */
 int zs_kvstore_fetch(zs_kvstore_t *s, const zs_kv_ns_t *ns, const zs_kv_key_t *key, void *buf, size_t cap,
                      size_t *len, zs_kv_tier_t *from, zs_err_t *err);
+
+/* Fetch jobs: pin a prefix of blocks in host memory, reading the ones only on disk on the
+ * store's reader threads (in parallel, each verified, straight into host slots). */
+typedef struct zs_kvstore_job zs_kvstore_job_t;
+typedef void (*zs_kvstore_job_cb)(void *ctx);
+typedef struct zs_kvstore_job_stats {
+    size_t host_blocks, disk_blocks; /* of the usable prefix, by the tier that had them */
+    double seconds;                  /* begin -> finished */
+} zs_kvstore_job_stats_t;
+/* Starts a job over keys[0..n): blocks in the host tier are pinned at once, the run of blocks
+ * found in some tier is the job's extent, and the disk blocks in it are read in the
+ * background; done(ctx) is called from a reader thread when they are (not when nothing was
+ * on disk: then zs_kvstore_job_finished is already 1). done must be quick (signal a
+ * condition variable). */
+int zs_kvstore_fetch_begin(zs_kvstore_t *s, const zs_kv_ns_t *ns, const zs_kv_key_t *keys, size_t n,
+                           zs_kvstore_job_cb done, void *ctx, zs_kvstore_job_t **out, zs_err_t *err);
+int zs_kvstore_job_finished(const zs_kvstore_job_t *j);
+void zs_kvstore_job_wait(zs_kvstore_job_t *j);
+/* Once finished: the number of leading keys now pinned in host memory (a miss, a damaged or
+ * tampered file, or a full host tier ends the prefix) and their payloads in (*data)[i], valid
+ * until zs_kvstore_job_free. 0 while not finished. */
+size_t zs_kvstore_job_result(const zs_kvstore_job_t *j, const void *const **data, zs_kvstore_job_stats_t *st);
+/* Stops what has not started, waits for reads in flight, unpins, frees. NULL is a no-op. */
+void zs_kvstore_job_free(zs_kvstore_job_t *j);
+
 /* Stores the block in host memory and queues a write-back to disk (unless the disk tier has
  * it). Never waits for disk: a full queue drops the write (counted in writes_dropped). A block
- * the host tier refuses (ZS_ERANGE too big, ZS_EBUSY all pinned) is still queued for disk, and
- * that host status is returned. */
+ * the host tier cannot take (ZS_EBUSY: all pinned) is still queued for disk (as a copy), and
+ * that status is returned; ZS_EINVAL for a block of the wrong size. */
 int zs_kvstore_put(zs_kvstore_t *s, const zs_kv_ns_t *ns, const zs_kv_key_t *key, uint64_t block_index,
                    const void *data, size_t len, zs_err_t *err);
+/* Host slot for key, filled in place by the caller (zs_kv_host_reserve's contract: 0 with
+ * *slot, 1 when present already, ZS_EBUSY when no room). */
+int zs_kvstore_reserve(zs_kvstore_t *s, const zs_kv_ns_t *ns, const zs_kv_key_t *key, uint64_t block_index,
+                       void **slot, zs_err_t *err);
+/* Publishes a filled reservation (slot as returned by reserve) and, with write_to_disk, queues
+ * its write-back (borrowing the slot until written). */
+void zs_kvstore_commit(zs_kvstore_t *s, const zs_kv_ns_t *ns, const zs_kv_key_t *key, uint64_t block_index,
+                       const void *slot, int write_to_disk);
+void zs_kvstore_abort(zs_kvstore_t *s, const zs_kv_key_t *key);
 /* Waits until every queued write is done; returns the first write error since the last flush. */
 int zs_kvstore_flush(zs_kvstore_t *s, zs_err_t *err);
 void zs_kvstore_stats(zs_kvstore_t *s, zs_kvstore_stats_t *out);

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "kvstore/kv_internal.h"
 #include "zerostart/kvstore.h"
@@ -81,16 +82,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (!parsed || size < KVF_HDR_BYTES || len != size - KVF_HDR_BYTES || m.payload_bytes != len) abort();
         if (memcmp(m.key.b, key.b, 32) != 0 || memcmp(m.ns.b, ns.b, 32) != 0) abort();
         if (strcmp(m.layout, FUZZ_LAYOUT) != 0 || memcmp(buf, data + KVF_HDR_BYTES, len) != 0) abort();
+        /* header_sum: SHA-256 of the header with that field zeroed; payload digest: XXH3-128
+         * big-endian in the first 16 bytes of its field, zeros after */
         uint8_t z[KVF_HDR_BYTES], sum[32];
         unsigned int ol = 0;
         memcpy(z, data, KVF_HDR_BYTES);
-        memset(z + 224, 0, 64);
+        memset(z + 224, 0, 32);
         EVP_MD_CTX *c = EVP_MD_CTX_new();
         if (c == NULL || EVP_DigestInit_ex(c, EVP_sha256(), NULL) != 1 || EVP_DigestUpdate(c, z, sizeof z) != 1 ||
-            EVP_DigestUpdate(c, buf, len) != 1 || EVP_DigestFinal_ex(c, sum, &ol) != 1)
+            EVP_DigestFinal_ex(c, sum, &ol) != 1)
             abort();
         EVP_MD_CTX_free(c);
-        if (memcmp(sum, data + 256, 32) != 0) abort();
+        if (memcmp(sum, data + 224, 32) != 0) abort();
+        XXH128_hash_t h = XXH3_128bits(buf, len);
+        for (int i = 0; i < 8; i++)
+            if (data[256 + i] != (uint8_t)(h.high64 >> (56 - 8 * i)) ||
+                data[264 + i] != (uint8_t)(h.low64 >> (56 - 8 * i)))
+                abort();
+        for (int i = 272; i < 288; i++)
+            if (data[i] != 0) abort();
     } else if (access(path, F_OK) == 0 && rc != ZS_ENOENT && rc != ZS_ERANGE) {
         abort(); /* a rejected file must be gone */
     }
