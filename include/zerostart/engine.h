@@ -84,6 +84,28 @@ int zs_engine_seq_fork_prefix(zs_engine_t *e, int32_t src, int64_t ntokens, int3
  * not NULL) points at the table, valid until the next call that changes the sequence. */
 int32_t zs_engine_seq_blocks(const zs_engine_t *e, int32_t seq, const int32_t **blocks);
 
+/* --- moving KV blocks to and from host memory (the KV warm start, docs/kvstore.md) ------- */
+/* Appends n full KV blocks to seq, whose length must be a multiple of the block size, from
+ * host memory srcs[i] (zs_engine_kv(e)->layout.block_bytes each, in the KV cache's layout and
+ * dtype: bytes an export of the same model configuration produced): allocates the blocks
+ * (ZS_EBUSY when too few are free: nothing changes) and queues the copies ahead of the next
+ * forward step, so the sequence then holds n * block_size more positions. srcs must stay
+ * valid until the next zs_engine_forward or zs_engine_sync returns (page-locked memory makes
+ * the copies asynchronous on a GPU). */
+int zs_engine_seq_import(zs_engine_t *e, int32_t seq, const void *const *srcs, int32_t n,
+                         zs_err_t *err);
+/* Starts copying the n full blocks [first, first + n) of seq to host memory dsts[i], after
+ * every forward step issued so far and without waiting for them (on a GPU, on a copy stream
+ * beside the compute). The blocks are held by the engine until the copy is done, so seq may
+ * be freed at once. *ticket names the copy for zs_engine_kv_export_done. */
+int zs_engine_kv_export(zs_engine_t *e, int32_t seq, int32_t first, int32_t n, void *const *dsts,
+                        uint64_t *ticket, zs_err_t *err);
+/* 1 when export ticket has landed in host memory (its blocks are released), 0 while it runs
+ * (wait = 1: blocks until done), or a negative status. */
+int zs_engine_kv_export_done(zs_engine_t *e, uint64_t ticket, int wait, zs_err_t *err);
+/* Waits for every queued operation (imports included). */
+int zs_engine_sync(zs_engine_t *e, zs_err_t *err);
+
 /* --- forward ---------------------------------------------------------------------------- */
 typedef struct zs_engine_item {
     int32_t seq;

@@ -107,6 +107,24 @@ typedef struct zs_backend_ops {
     int (*matmul_silu)(zs_backend_t *b, float *y, const float *x, int32_t n,
                        const zs_bweight_t *wg, const zs_bweight_t *wu, float *scratch,
                        zs_err_t *err);
+
+    /* --- KV block transfers (optional: NULL = the engine copies each block with upload /
+     * download, synchronously) ------------------------------------------------------------ */
+    /* Queues copies of n blocks (l->block_bytes each) from host memory srcs[i] into pool block
+     * ids[i], ordered before the ops that follow; srcs must stay valid until the next
+     * download or sync returns. */
+    int (*kv_blocks_in)(zs_backend_t *b, void *pool, const zs_kv_layout_t *l, const int32_t *ids,
+                        const void *const *srcs, int32_t n, zs_err_t *err);
+    /* Starts copies of n pool blocks ids[i] to host memory dsts[i] (page-locked for them to
+     * be asynchronous), ordered after every op issued so far, without waiting for them;
+     * *ticket (increasing) names the batch for kv_out_done. The blocks must not be written
+     * until it is done. */
+    int (*kv_blocks_out)(zs_backend_t *b, const void *pool, const zs_kv_layout_t *l,
+                         const int32_t *ids, void *const *dsts, int32_t n, uint64_t *ticket,
+                         zs_err_t *err);
+    /* 1 when the copies of ticket and of every earlier ticket are done, 0 when not yet (wait
+     * = 1: blocks until they are), or a negative status. */
+    int (*kv_out_done)(zs_backend_t *b, uint64_t ticket, int wait, zs_err_t *err);
 } zs_backend_ops_t;
 
 struct zs_backend {

@@ -1,7 +1,9 @@
 /* Generation engine: owns the backend, the model's forward state, the paged KV cache and
  * the sequences; validates forward requests (sequence ids, token ids, positions), reserves
  * KV blocks, splits requests into steps of at most max_step_tokens tokens and describes each
- * step (positions, KV slots, block tables) for the backend. */
+ * step (positions, KV slots, block tables) for the backend. Also moves whole KV blocks
+ * between the cache and host memory (import into a sequence; asynchronous export that holds
+ * the blocks until the copy lands). */
 #include "zerostart/engine.h"
 
 #include <math.h>
@@ -11,6 +13,12 @@
 #include "engine/backend.h"
 #include "engine/forward.h"
 #include "gpu/gpu_rt.h"
+
+typedef struct {
+    uint64_t ticket;
+    int32_t *blocks;           /* referenced until the copy is done */
+    int32_t n;
+} export_t;
 
 typedef struct {
     zs_kv_seq_t kv;
@@ -35,6 +43,10 @@ struct zs_engine {
     /* per-step host metadata, T entries each */
     int32_t *ids, *pos, *tseq, *slot, *nblocks, *rows, *seq_of_local;
     const int32_t **blocks;
+    /* KV exports in flight (oldest first) */
+    export_t *exports;
+    int32_t nexports, cap_exports;
+    uint64_t sync_tickets;     /* tickets of exports done synchronously (no backend op) */
 };
 
 void zs_engine_opts_default(zs_engine_opts_t *o) {
@@ -50,8 +62,16 @@ void zs_engine_weights_resident(zs_engine_t *e) {
     e->model.wait_ctx = NULL;
 }
 
+static void exports_release(zs_engine_t *e, uint64_t upto);
+
 void zs_engine_free(zs_engine_t *e) {
     if (e == NULL) return;
+    if (e->nexports > 0) { /* let the copies land before the pool goes */
+        zs_err_t err = {0};
+        if (e->be->ops->kv_out_done) (void)e->be->ops->kv_out_done(e->be, e->exports[e->nexports - 1].ticket, 1, &err);
+        exports_release(e, UINT64_MAX);
+    }
+    free(e->exports);
     if (e->kv_ready) {
         for (int32_t i = 0; i < e->nseqs; i++)
             if (e->seqs[i].used) zs_kv_seq_release(&e->kv, &e->seqs[i].kv);
@@ -314,6 +334,107 @@ int32_t zs_engine_seq_blocks(const zs_engine_t *e, int32_t seq, const int32_t **
     if (blocks) *blocks = s->kv.blocks;
     return s->kv.nblocks;
 }
+
+/* --- KV blocks to and from host memory -------------------------------------------------- */
+
+int zs_engine_seq_import(zs_engine_t *e, int32_t seq, const void *const *srcs, int32_t n,
+                         zs_err_t *err) {
+    seq_entry_t *s = get_seq(e, seq);
+    if (s == NULL) return zs_err_set(err, ZS_EINVAL, "engine: import into unknown sequence %d", seq);
+    const int64_t bs = e->layout.block_size;
+    if (n < 0 || (n > 0 && srcs == NULL))
+        return zs_err_set(err, ZS_EINVAL, "engine: import of %d blocks into sequence %d", n, seq);
+    if (s->kv.ntokens % bs != 0)
+        return zs_err_set(err, ZS_EINVAL,
+                          "engine: import into sequence %d of length %lld: not a whole number of "
+                          "blocks of %lld",
+                          seq, (long long)s->kv.ntokens, (long long)bs);
+    if (n == 0) return 0;
+    const int64_t len = s->kv.ntokens + (int64_t)n * bs;
+    if (len > e->cfg.max_pos)
+        return zs_err_set(err, ZS_ERANGE,
+                          "engine: import of %d blocks into sequence %d: %lld positions exceed "
+                          "max_position_embeddings (%lld)",
+                          n, seq, (long long)len, (long long)e->cfg.max_pos);
+    const int32_t first = (int32_t)(s->kv.ntokens / bs);
+    int rc = zs_kv_seq_reserve(&e->kv, &s->kv, len, err);
+    if (rc) return rc;
+    const int32_t *ids = s->kv.blocks + first;
+    if (e->be->ops->kv_blocks_in) {
+        rc = e->be->ops->kv_blocks_in(e->be, e->pool, &e->layout, ids, srcs, n, err);
+    } else {
+        for (int32_t i = 0; i < n && rc == 0; i++)
+            rc = e->be->ops->upload(e->be, (char *)e->pool + (size_t)ids[i] * e->layout.block_bytes,
+                                    srcs[i], e->layout.block_bytes, err);
+    }
+    if (rc) return rc; /* the reserved blocks stay in the table, unused, until the sequence goes */
+    s->kv.ntokens = len;
+    return 0;
+}
+
+/* Releases the blocks of every export with a ticket <= upto. */
+static void exports_release(zs_engine_t *e, uint64_t upto) {
+    int32_t k = 0;
+    while (k < e->nexports && e->exports[k].ticket <= upto) {
+        export_t *x = &e->exports[k++];
+        for (int32_t i = 0; i < x->n; i++) (void)zs_kv_block_unref(&e->kv, x->blocks[i]);
+        free(x->blocks);
+    }
+    if (k > 0) memmove(e->exports, e->exports + k, (size_t)(e->nexports - k) * sizeof *e->exports);
+    e->nexports -= k;
+}
+
+int zs_engine_kv_export(zs_engine_t *e, int32_t seq, int32_t first, int32_t n, void *const *dsts,
+                        uint64_t *ticket, zs_err_t *err) {
+    const seq_entry_t *s = get_seq(e, seq);
+    if (s == NULL) return zs_err_set(err, ZS_EINVAL, "engine: export of unknown sequence %d", seq);
+    const int64_t full = s->kv.ntokens / e->layout.block_size;
+    if (first < 0 || n < 1 || dsts == NULL || (int64_t)first + n > full)
+        return zs_err_set(err, ZS_EINVAL,
+                          "engine: export of blocks [%d, %lld) of sequence %d, which has %lld full "
+                          "blocks",
+                          first, (long long)first + n, seq, (long long)full);
+    const int32_t *ids = s->kv.blocks + first;
+    if (e->be->ops->kv_blocks_out == NULL) { /* synchronous */
+        for (int32_t i = 0; i < n; i++) {
+            int rc = e->be->ops->download(e->be, dsts[i], (const char *)e->pool + (size_t)ids[i] * e->layout.block_bytes,
+                                          e->layout.block_bytes, err);
+            if (rc) return rc;
+        }
+        *ticket = ++e->sync_tickets;
+        return 0;
+    }
+    if (e->nexports == e->cap_exports) {
+        int32_t cap = e->cap_exports ? e->cap_exports * 2 : 16;
+        export_t *nx = realloc(e->exports, (size_t)cap * sizeof *nx);
+        if (nx == NULL) return zs_err_set(err, ZS_ENOMEM, "engine: out of memory for KV exports");
+        e->exports = nx;
+        e->cap_exports = cap;
+    }
+    int32_t *held = malloc((size_t)n * sizeof *held);
+    if (held == NULL) return zs_err_set(err, ZS_ENOMEM, "engine: out of memory for an export of %d blocks", n);
+    memcpy(held, ids, (size_t)n * sizeof *held);
+    uint64_t t = 0;
+    int rc = e->be->ops->kv_blocks_out(e->be, e->pool, &e->layout, held, dsts, n, &t, err);
+    if (rc) {
+        free(held);
+        return rc;
+    }
+    for (int32_t i = 0; i < n; i++) (void)zs_kv_block_ref(&e->kv, held[i], NULL);
+    e->exports[e->nexports++] = (export_t){.ticket = t, .blocks = held, .n = n};
+    *ticket = t;
+    return 0;
+}
+
+int zs_engine_kv_export_done(zs_engine_t *e, uint64_t ticket, int wait, zs_err_t *err) {
+    if (e->be->ops->kv_out_done == NULL) return 1; /* exports were synchronous */
+    if (e->nexports == 0 || ticket < e->exports[0].ticket) return 1;
+    int rc = e->be->ops->kv_out_done(e->be, ticket, wait, err);
+    if (rc == 1) exports_release(e, ticket);
+    return rc;
+}
+
+int zs_engine_sync(zs_engine_t *e, zs_err_t *err) { return e->be->ops->sync(e->be, err); }
 
 /* --- forward ------------------------------------------------------------------------------ */
 

@@ -16,7 +16,11 @@
  * powers of two of the sequence length, so one graph serves many steps. Anything that cannot
  * be recorded (cuBLAS, uploads, frees, growing a scratch buffer) first launches the recorded
  * commands directly and runs the rest of the step eagerly. ZS_CUDA_GRAPH=0 turns graphs off,
- * ZS_CUDA_FUSE=0 the fused ops (q/k/v in one GEMV, gate/up + SiLU-mul, projection + residual). */
+ * ZS_CUDA_FUSE=0 the fused ops (q/k/v in one GEMV, gate/up + SiLU-mul, projection + residual).
+ *
+ * KV blocks move to and from host memory for the KV warm start: imports are copies on the
+ * compute stream (ordered before the next step), exports run on a second stream that waits
+ * for an event of the compute stream, with one completion event per export. */
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <math.h>
@@ -58,6 +62,7 @@ typedef struct {
 } cmd_t;
 
 #define GRAPH_CACHE 4
+#define XFER_EVENTS 64
 typedef struct {
     cudaGraphExec_t exec;
     cmd_t *cmds;
@@ -105,6 +110,12 @@ typedef struct {
     size_t ncmd, cmd_cap;
     graph_ent_t graphs[GRAPH_CACHE];
     uint64_t graph_clock;
+    /* KV block exports: GPU->host copies on their own stream, after an event of the compute
+     * stream, so that decode steps keep running while they land */
+    cudaStream_t xst;
+    cudaEvent_t xstart;
+    cudaEvent_t xev[XFER_EVENTS];
+    uint64_t x_issued, x_done;
 } cuda_be_t;
 
 static cuda_be_t *CB(zs_backend_t *b) { return (cuda_be_t *)b; }
@@ -938,11 +949,73 @@ static int cu_matmul_silu(zs_backend_t *b, float *y, const float *x, int32_t n,
     return gemv_submit(cb, x, n, wg->cols, &g, err);
 }
 
+/* --- KV block transfers ------------------------------------------------------------------ */
+static int cu_kv_blocks_in(zs_backend_t *b, void *pool, const zs_kv_layout_t *l, const int32_t *ids,
+                           const void *const *srcs, int32_t n, zs_err_t *err) {
+    cuda_be_t *cb = CB(b);
+    int rc = flush_eager(cb, err);
+    if (rc) return rc;
+    for (int32_t i = 0; i < n; i++)
+        CU(cudaMemcpyAsync((char *)pool + (size_t)ids[i] * l->block_bytes, srcs[i], l->block_bytes,
+                           cudaMemcpyHostToDevice, cb->st),
+           "KV import (cudaMemcpyAsync H2D)");
+    return 0;
+}
+
+static int xfer_init(cuda_be_t *cb, zs_err_t *err) {
+    if (cb->xst) return 0;
+    CU(cudaEventCreateWithFlags(&cb->xstart, cudaEventDisableTiming), "cudaEventCreate (KV export)");
+    for (int i = 0; i < XFER_EVENTS; i++)
+        CU(cudaEventCreateWithFlags(&cb->xev[i], cudaEventDisableTiming), "cudaEventCreate (KV export)");
+    CU(cudaStreamCreateWithFlags(&cb->xst, cudaStreamNonBlocking), "cudaStreamCreate (KV export)");
+    return 0;
+}
+
+static int cu_kv_out_done(zs_backend_t *b, uint64_t ticket, int wait, zs_err_t *err) {
+    cuda_be_t *cb = CB(b);
+    if (ticket <= cb->x_done) return 1;
+    if (ticket > cb->x_issued) return zs_err_set(err, ZS_EINVAL, "cuda backend: unknown KV export ticket %llu", (unsigned long long)ticket);
+    cudaEvent_t ev = cb->xev[(ticket - 1) % XFER_EVENTS];
+    cudaError_t e = wait ? cudaEventSynchronize(ev) : cudaEventQuery(ev);
+    if (e == cudaErrorNotReady) return 0;
+    if (e != cudaSuccess) return cu_err(err, e, "KV export (cudaEventQuery)");
+    cb->x_done = ticket; /* one stream: every earlier export is done too */
+    return 1;
+}
+
+static int cu_kv_blocks_out(zs_backend_t *b, const void *pool, const zs_kv_layout_t *l, const int32_t *ids,
+                            void *const *dsts, int32_t n, uint64_t *ticket, zs_err_t *err) {
+    cuda_be_t *cb = CB(b);
+    int rc = flush_eager(cb, err);
+    if (!rc) rc = xfer_init(cb, err);
+    /* the event slot of this ticket must be free: wait for the export that used it */
+    if (!rc && cb->x_issued - cb->x_done >= XFER_EVENTS) rc = cu_kv_out_done(b, cb->x_issued + 1 - XFER_EVENTS, 1, err);
+    if (rc < 0) return rc;
+    CU(cudaEventRecord(cb->xstart, cb->st), "KV export (cudaEventRecord)");
+    CU(cudaStreamWaitEvent(cb->xst, cb->xstart, 0), "KV export (cudaStreamWaitEvent)");
+    for (int32_t i = 0; i < n; i++)
+        CU(cudaMemcpyAsync(dsts[i], (const char *)pool + (size_t)ids[i] * l->block_bytes, l->block_bytes,
+                           cudaMemcpyDeviceToHost, cb->xst),
+           "KV export (cudaMemcpyAsync D2H)");
+    uint64_t t = cb->x_issued + 1;
+    CU(cudaEventRecord(cb->xev[(t - 1) % XFER_EVENTS], cb->xst), "KV export (cudaEventRecord)");
+    cb->x_issued = t;
+    *ticket = t;
+    return 0;
+}
+
 /* --- lifetime --------------------------------------------------------------------------- */
 static void cu_destroy(zs_backend_t *b) {
     cuda_be_t *cb = CB(b);
     if (cb == NULL) return;
     if (cb->st) (void)cudaStreamSynchronize(cb->st);
+    if (cb->xst) {
+        (void)cudaStreamSynchronize(cb->xst);
+        cudaStreamDestroy(cb->xst);
+    }
+    for (int i = 0; i < XFER_EVENTS; i++)
+        if (cb->xev[i]) cudaEventDestroy(cb->xev[i]);
+    if (cb->xstart) cudaEventDestroy(cb->xstart);
     for (int i = 0; i < GRAPH_CACHE; i++) graph_drop(&cb->graphs[i]);
     free(cb->cmds);
     cudaFree(cb->d_meta);
@@ -976,7 +1049,10 @@ static void cu_destroy(zs_backend_t *b) {
     .attention = cu_attention, \
     .silu_mul = cu_silu_mul, \
     .add = cu_add, \
-    .gather_rows = cu_gather_rows,
+    .gather_rows = cu_gather_rows, \
+    .kv_blocks_in = cu_kv_blocks_in, \
+    .kv_blocks_out = cu_kv_blocks_out, \
+    .kv_out_done = cu_kv_out_done,
 
 static const zs_backend_ops_t cuda_ops = {
     CUDA_BASE_OPS

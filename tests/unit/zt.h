@@ -18,6 +18,10 @@ static int zt_passed, zt_failed, zt_cur_failed;
 /* Fails and returns from the test function when cond is false. */
 #define ZT_REQUIRE(cond) do { if (!(cond)) { \
     fprintf(stderr, "  FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); zt_cur_failed = 1; return; } } while (0)
+/* Same, with a message (printf arguments). */
+#define ZT_REQUIRE_MSG(cond, ...) do { if (!(cond)) { \
+    fprintf(stderr, "  FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+    fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); zt_cur_failed = 1; return; } } while (0)
 #define ZT_CHECK_STR_CONTAINS(hay, needle) ZT_CHECK_MSG(strstr((hay), (needle)) != NULL, \
     "'%s' does not contain '%s'", (hay), (needle))
 
