@@ -94,11 +94,11 @@ int32_t zs_engine_seq_blocks(const zs_engine_t *e, int32_t seq, const int32_t **
  * the copies asynchronous on a GPU). */
 int zs_engine_seq_import(zs_engine_t *e, int32_t seq, const void *const *srcs, int32_t n,
                          zs_err_t *err);
-/* Starts copying the n full blocks [first, first + n) of seq to host memory dsts[i], after
- * every forward step issued so far and without waiting for them (on a GPU, on a copy stream
- * beside the compute). The blocks are held by the engine until the copy is done, so seq may
- * be freed at once. *ticket names the copy for zs_engine_kv_export_done. */
-int zs_engine_kv_export(zs_engine_t *e, int32_t seq, int32_t first, int32_t n, void *const *dsts,
+/* Starts copying n full blocks of seq — block indices idx[i] of its table — to host memory
+ * dsts[i], after every forward step issued so far and without waiting for them (on a GPU, on
+ * a copy stream beside the compute). The blocks are held by the engine until the copy is
+ * done, so seq may be freed at once. *ticket names the copy for zs_engine_kv_export_done. */
+int zs_engine_kv_export(zs_engine_t *e, int32_t seq, const int32_t *idx, int32_t n, void *const *dsts,
                         uint64_t *ticket, zs_err_t *err);
 /* 1 when export ticket has landed in host memory (its blocks are released), 0 while it runs
  * (wait = 1: blocks until done), or a negative status. */

@@ -52,6 +52,11 @@ typedef struct zs_server_config {
     uint64_t device_mem;         /* bytes of weights + KV + buffers allowed on each device;
                                     0 = CPU: unlimited, CUDA: free memory at start */
     int probe_bandwidth;         /* measure h2d / read bandwidth after start; default 1 */
+    /* KV warm start (docs/kvstore.md): the store below each model's GPU prefix cache */
+    uint64_t kv_host_bytes;      /* host tier per model; default 2 GiB; 0 = no store */
+    char *kv_disk_dir;           /* disk tier directory (a subdirectory per model); NULL = none */
+    uint64_t kv_disk_bytes;      /* disk tier capacity per model; 0 = unlimited */
+    int kv_no_fsync;             /* testing aid: block files without fsync */
     int nmodels;
     zs_server_model_cfg_t models[ZS_SERVER_MAX_MODELS];
     zs_log_fn log;
@@ -70,7 +75,8 @@ int zs_server_config_add_model(zs_server_config_t *c, const char *name, const ch
                                zs_err_t *err);
 /* Reads a JSON config file: {"host", "port", "api_key", "max_queue", "max_batch",
  * "step_tokens", "max_body", "shutdown_timeout", "pool_size", "pool_dir", "keep_alive",
- * "device_mem", "models": [{"name", "path", "device", "ctx", "kv_mem", "keep_alive"}]};
+ * "device_mem", "kv_host", "kv_disk", "kv_disk_size",
+ * "models": [{"name", "path", "device", "ctx", "kv_mem", "keep_alive"}]};
  * every key is optional except models[].path. Errors name the key. */
 int zs_server_config_load(zs_server_config_t *c, const char *path, zs_err_t *err);
 int zs_server_config_load_json(zs_server_config_t *c, const char *json, size_t len,

@@ -31,6 +31,9 @@ static void usage(FILE *f) {
             "  --pool-dir DIR         pool directory (default $ZS_POOL_DIR or /dev/shm/zerostart-pool)\n"
             "  --keep-alive S         idle seconds before a model scales to zero (default 300; 0 = never)\n"
             "  --device-mem SIZE      bytes of weights+KV a device may hold (default: GPU free memory; cpu unlimited)\n"
+            "  --kv-host SIZE         KV store host tier per model: prefixes leaving the GPU cache (default 2G; 0 = off)\n"
+            "  --kv-disk DIR          KV store disk tier directory: prefixes survive restarts (default: none)\n"
+            "  --kv-disk-size SIZE    disk tier capacity per model (default 0: unlimited)\n"
             "  --config FILE          JSON config (server options and a \"models\" list)\n"
             "  --log-level L          error|warn|info|debug (default info)\n");
 }
@@ -50,7 +53,7 @@ int zs_cmd_serve(int argc, char **argv) {
     long ctx = 0;
     uint64_t kv = 0;
     int rc = 2;
-    int port_given = 0, pool_given = 0, dmem_given = 0, ka_given = 0;
+    int port_given = 0, pool_given = 0, dmem_given = 0, ka_given = 0, kvh_given = 0, kvd_given = 0;
     double keep_alive = -1;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
@@ -115,6 +118,20 @@ int zs_cmd_serve(int argc, char **argv) {
             pool_given = 1;
             continue;
         }
+        if (strcmp(o, "--kv-host") == 0 || strcmp(o, "--kv-disk-size") == 0) {
+            if (zs_cli_parse_size(v, &sz) != 0) {
+                fprintf(stderr, "zerostart serve: %s wants a size such as 8G (0 = %s), got '%s'\n", o,
+                        o[5] == 'h' ? "off" : "unlimited", v);
+                goto out;
+            }
+            if (o[5] == 'h') cfg.kv_host_bytes = sz, kvh_given = 1;
+            else cfg.kv_disk_bytes = sz, kvd_given = 1;
+            continue;
+        }
+        if (strcmp(o, "--kv-no-fsync") == 0) { /* testing aid, undocumented: takes "1" */
+            cfg.kv_no_fsync = strcmp(v, "1") == 0;
+            continue;
+        }
         if (strcmp(o, "--keep-alive") == 0) {
             char *end;
             errno = 0;
@@ -130,9 +147,10 @@ int zs_cmd_serve(int argc, char **argv) {
         if (strcmp(o, "--name") == 0) name = v;
         else if (strcmp(o, "--device") == 0) device = v;
         else if (strcmp(o, "--config") == 0) config = v;
-        else if (strcmp(o, "--pool-dir") == 0) {
-            free(cfg.pool_dir);
-            if ((cfg.pool_dir = strdup(v)) == NULL) {
+        else if (strcmp(o, "--pool-dir") == 0 || strcmp(o, "--kv-disk") == 0) {
+            char **dst = o[2] == 'p' ? &cfg.pool_dir : &cfg.kv_disk_dir;
+            free(*dst);
+            if ((*dst = strdup(v)) == NULL) {
                 fprintf(stderr, "zerostart serve: out of memory\n");
                 goto out;
             }
@@ -184,6 +202,9 @@ int zs_cmd_serve(int argc, char **argv) {
         if (!dmem_given) cfg.device_mem = file.device_mem;
         if (!ka_given) cfg.keep_alive_s = file.keep_alive_s;
         if (cfg.pool_dir == NULL) cfg.pool_dir = file.pool_dir, file.pool_dir = NULL;
+        if (cfg.kv_disk_dir == NULL) cfg.kv_disk_dir = file.kv_disk_dir, file.kv_disk_dir = NULL;
+        if (!kvh_given) cfg.kv_host_bytes = file.kv_host_bytes;
+        if (!kvd_given) cfg.kv_disk_bytes = file.kv_disk_bytes;
         for (int i = 0; i < file.nmodels; i++) cfg.models[cfg.nmodels++] = file.models[i];
         file.nmodels = 0;
         zs_server_config_free(&file);

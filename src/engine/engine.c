@@ -384,36 +384,47 @@ static void exports_release(zs_engine_t *e, uint64_t upto) {
     e->nexports -= k;
 }
 
-int zs_engine_kv_export(zs_engine_t *e, int32_t seq, int32_t first, int32_t n, void *const *dsts,
+int zs_engine_kv_export(zs_engine_t *e, int32_t seq, const int32_t *idx, int32_t n, void *const *dsts,
                         uint64_t *ticket, zs_err_t *err) {
     const seq_entry_t *s = get_seq(e, seq);
     if (s == NULL) return zs_err_set(err, ZS_EINVAL, "engine: export of unknown sequence %d", seq);
     const int64_t full = s->kv.ntokens / e->layout.block_size;
-    if (first < 0 || n < 1 || dsts == NULL || (int64_t)first + n > full)
-        return zs_err_set(err, ZS_EINVAL,
-                          "engine: export of blocks [%d, %lld) of sequence %d, which has %lld full "
-                          "blocks",
-                          first, (long long)first + n, seq, (long long)full);
-    const int32_t *ids = s->kv.blocks + first;
+    if (n < 1 || idx == NULL || dsts == NULL)
+        return zs_err_set(err, ZS_EINVAL, "engine: export of %d blocks of sequence %d", n, seq);
+    int32_t *held = malloc((size_t)n * sizeof *held);
+    if (held == NULL) return zs_err_set(err, ZS_ENOMEM, "engine: out of memory for an export of %d blocks", n);
+    for (int32_t i = 0; i < n; i++) {
+        if (idx[i] < 0 || idx[i] >= full) {
+            free(held);
+            return zs_err_set(err, ZS_EINVAL,
+                              "engine: export of block %d of sequence %d, which has %lld full blocks",
+                              idx[i], seq, (long long)full);
+        }
+        held[i] = s->kv.blocks[idx[i]];
+    }
     if (e->be->ops->kv_blocks_out == NULL) { /* synchronous */
         for (int32_t i = 0; i < n; i++) {
-            int rc = e->be->ops->download(e->be, dsts[i], (const char *)e->pool + (size_t)ids[i] * e->layout.block_bytes,
+            int rc = e->be->ops->download(e->be, dsts[i], (const char *)e->pool + (size_t)held[i] * e->layout.block_bytes,
                                           e->layout.block_bytes, err);
-            if (rc) return rc;
+            if (rc) {
+                free(held);
+                return rc;
+            }
         }
+        free(held);
         *ticket = ++e->sync_tickets;
         return 0;
     }
     if (e->nexports == e->cap_exports) {
         int32_t cap = e->cap_exports ? e->cap_exports * 2 : 16;
         export_t *nx = realloc(e->exports, (size_t)cap * sizeof *nx);
-        if (nx == NULL) return zs_err_set(err, ZS_ENOMEM, "engine: out of memory for KV exports");
+        if (nx == NULL) {
+            free(held);
+            return zs_err_set(err, ZS_ENOMEM, "engine: out of memory for KV exports");
+        }
         e->exports = nx;
         e->cap_exports = cap;
     }
-    int32_t *held = malloc((size_t)n * sizeof *held);
-    if (held == NULL) return zs_err_set(err, ZS_ENOMEM, "engine: out of memory for an export of %d blocks", n);
-    memcpy(held, ids, (size_t)n * sizeof *held);
     uint64_t t = 0;
     int rc = e->be->ops->kv_blocks_out(e->be, e->pool, &e->layout, held, dsts, n, &t, err);
     if (rc) {

@@ -19,6 +19,7 @@ void zs_server_config_init(zs_server_config_t *c) {
     c->log_level = ZS_LOG_INFO;
     c->keep_alive_s = 300;
     c->probe_bandwidth = 1;
+    c->kv_host_bytes = (uint64_t)2 << 30;
 }
 
 int zs_server_parse_device(const char *s, zs_device_t *dev, int *any, zs_err_t *err) {
@@ -38,6 +39,8 @@ void zs_server_config_free(zs_server_config_t *c) {
     free(c->api_key);
     free(c->pool_dir);
     c->pool_dir = NULL;
+    free(c->kv_disk_dir);
+    c->kv_disk_dir = NULL;
     for (int i = 0; i < c->nmodels; i++) {
         free(c->models[i].name);
         free(c->models[i].path);
@@ -184,6 +187,13 @@ int zs_server_config_load_json(zs_server_config_t *c, const char *json, size_t l
             if (json_is_integer(val) && json_integer_value(val) == 0) sz = 0;
             else rc = get_size(val, what, key, &sz, err);
             if (!rc) *(key[0] == 'p' ? &c->pool_size : &c->device_mem) = sz;
+        } else if (strcmp(key, "kv_host") == 0 || strcmp(key, "kv_disk_size") == 0) {
+            size_t sz = 0;
+            if (json_is_integer(val) && json_integer_value(val) == 0) sz = 0;
+            else rc = get_size(val, what, key, &sz, err);
+            if (!rc) *(strcmp(key, "kv_host") == 0 ? &c->kv_host_bytes : &c->kv_disk_bytes) = sz;
+        } else if (strcmp(key, "kv_disk") == 0) {
+            rc = set_str(&c->kv_disk_dir, val, what, key, err);
         } else if (strcmp(key, "keep_alive") == 0) {
             rc = get_seconds(val, what, key, &c->keep_alive_s, err);
         } else if (strcmp(key, "models") == 0) {

@@ -7,6 +7,7 @@
 #include <string.h>
 
 const char *const zs_metrics_source_names[ZS_METRICS_SOURCES] = {"pool", "pool-filled", "page-cache", "disk"};
+const char *const zs_kv_source_names[ZS_KV_SOURCES] = {"gpu", "host", "disk", "computed"};
 
 static void hist_init(zs_hist_t *h, const double *b, int nb) {
     memset(h, 0, sizeof *h);
@@ -35,6 +36,8 @@ int zs_metrics_init(zs_metrics_t *m) {
     hist_init(&m->e2e, e2e, (int)(sizeof e2e / sizeof e2e[0]));
     static const double st[] = {0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300};
     for (int i = 0; i < ZS_METRICS_SOURCES; i++) hist_init(&m->startup[i], st, (int)(sizeof st / sizeof st[0]));
+    static const double kr[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+    hist_init(&m->kv_restore, kr, (int)(sizeof kr / sizeof kr[0]));
     return 0;
 }
 
@@ -76,6 +79,15 @@ void zs_metrics_prefix(zs_metrics_t *m, int64_t hit_tokens) {
         m->prefix_hit_requests++;
         m->prefix_hit_tokens += (uint64_t)hit_tokens;
     }
+    pthread_mutex_unlock(&m->mu);
+}
+
+void zs_metrics_kv_request(zs_metrics_t *m, int64_t gpu, int64_t host, int64_t disk, int64_t computed,
+                           double restore_s) {
+    int64_t v[ZS_KV_SOURCES] = {gpu, host, disk, computed};
+    pthread_mutex_lock(&m->mu);
+    for (int i = 0; i < ZS_KV_SOURCES; i++) m->kv_tokens[i] += (uint64_t)(v[i] > 0 ? v[i] : 0);
+    if (restore_s >= 0) hist_add(&m->kv_restore, restore_s);
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -202,28 +214,54 @@ char *zs_metrics_render(zs_metrics_t *m, const zs_model_gauges_t *g, int ng, siz
                   (unsigned long long)c.starts[k]);
     render_counter(&b, "zerostart_model_start_failures_total", "Model starts that failed.", c.start_failures);
 
+    sb_printf(&b, "# HELP zerostart_kv_prompt_tokens_total Prompt tokens of admitted requests by where their "
+                  "KV came from: GPU prefix cache, the store's host or disk tier, or computed (prefill).\n"
+                  "# TYPE zerostart_kv_prompt_tokens_total counter\n");
+    for (int k = 0; k < ZS_KV_SOURCES; k++)
+        sb_printf(&b, "zerostart_kv_prompt_tokens_total{source=\"%s\"} %llu\n", zs_kv_source_names[k],
+                  (unsigned long long)c.kv_tokens[k]);
+    render_hist(&b, "zerostart_kv_restore_seconds",
+                "Time to restore a request's cached prefix from the KV store (lookup, disk reads, import).",
+                &c.kv_restore);
+
+#define G(n, h, f) {n, h, "gauge", offsetof(zs_model_gauges_t, f)}
+#define C(n, h, f) {n, h, "counter", offsetof(zs_model_gauges_t, f)}
     static const struct {
-        const char *name, *help;
+        const char *name, *help, *type;
         size_t off;
     } gauges[] = {
-        {"zerostart_model_loaded", "1 when the model's engine is up, 0 when scaled to zero.",
-         offsetof(zs_model_gauges_t, loaded)},
-        {"zerostart_queue_length", "Requests waiting for admission.",
-         offsetof(zs_model_gauges_t, queue)},
-        {"zerostart_running_requests", "Sequences in the running batch.",
-         offsetof(zs_model_gauges_t, running)},
-        {"zerostart_kv_blocks_in_use", "KV blocks referenced by live requests.",
-         offsetof(zs_model_gauges_t, kv_in_use)},
-        {"zerostart_kv_blocks_cached", "KV blocks held only by the prefix cache.",
-         offsetof(zs_model_gauges_t, kv_cached)},
-        {"zerostart_kv_blocks_allocated", "KV blocks allocated (in use or cached).",
-         offsetof(zs_model_gauges_t, kv_used)},
-        {"zerostart_kv_blocks_total", "KV cache capacity in blocks.",
-         offsetof(zs_model_gauges_t, kv_total)},
+        G("zerostart_model_loaded", "1 when the model's engine is up, 0 when scaled to zero.", loaded),
+        G("zerostart_queue_length", "Requests waiting for admission.", queue),
+        G("zerostart_running_requests", "Sequences in the running batch.", running),
+        G("zerostart_kv_blocks_in_use", "KV blocks referenced by live requests.", kv_in_use),
+        G("zerostart_kv_blocks_cached", "KV blocks held only by the prefix cache.", kv_cached),
+        G("zerostart_kv_blocks_allocated", "KV blocks allocated (in use or cached).", kv_used),
+        G("zerostart_kv_blocks_total", "KV cache capacity in blocks.", kv_total),
+        G("zerostart_kv_store_host_bytes", "KV store: bytes of blocks in host memory.", kvs_host_bytes),
+        G("zerostart_kv_store_host_capacity_bytes", "KV store: host tier capacity.", kvs_host_capacity),
+        G("zerostart_kv_store_host_blocks", "KV store: blocks in host memory.", kvs_host_blocks),
+        G("zerostart_kv_store_disk_bytes", "KV store: bytes of block files on disk.", kvs_disk_bytes),
+        G("zerostart_kv_store_disk_capacity_bytes", "KV store: disk tier capacity (0: unlimited).", kvs_disk_capacity),
+        G("zerostart_kv_store_disk_blocks", "KV store: block files on disk.", kvs_disk_blocks),
+        G("zerostart_kv_store_write_queue", "KV store: blocks waiting to be written to disk.", kvs_write_queue),
+        C("zerostart_kv_store_host_evictions_total", "KV store: blocks evicted from host memory.", kvs_host_evictions),
+        C("zerostart_kv_store_disk_evictions_total", "KV store: block files evicted from disk.", kvs_disk_evictions),
+        C("zerostart_kv_store_disk_writes_total", "KV store: block files written.", kvs_writes),
+        C("zerostart_kv_store_disk_writes_dropped_total", "KV store: disk writes dropped (queue full).", kvs_writes_dropped),
+        C("zerostart_kv_store_disk_write_errors_total", "KV store: failed disk writes.", kvs_write_errors),
+        C("zerostart_kv_store_rejected_files_total", "KV store: damaged, foreign or tampered block files removed.", kvs_rejected),
+        C("zerostart_kv_exported_blocks_total", "KV blocks copied from the GPU cache into the store.", kvs_exported_blocks),
+        C("zerostart_kv_export_dropped_blocks_total", "KV blocks leaving the GPU that the store had no room for.", kvs_export_dropped),
+        C("zerostart_kv_restore_skipped_blocks_total", "Stored KV blocks recomputed because that was estimated faster.", kvs_skipped_by_cost),
+        G("zerostart_contexts_ready", "Registered contexts whose KV is computed.", ctx_ready),
+        G("zerostart_contexts_pending", "Registered contexts waiting for idle time to be computed.", ctx_pending),
+        C("zerostart_contexts_precomputed_total", "Context prefills run in idle time.", ctx_precomputed),
+#undef G
+#undef C
     };
     for (size_t k = 0; k < sizeof gauges / sizeof gauges[0]; k++) {
-        sb_printf(&b, "# HELP %s %s\n# TYPE %s gauge\n", gauges[k].name, gauges[k].help,
-                  gauges[k].name);
+        sb_printf(&b, "# HELP %s %s\n# TYPE %s %s\n", gauges[k].name, gauges[k].help, gauges[k].name,
+                  gauges[k].type ? gauges[k].type : "gauge");
         for (int i = 0; i < ng; i++) {
             int64_t v;
             memcpy(&v, (const char *)&g[i] + gauges[k].off, sizeof v);

@@ -27,6 +27,8 @@ typedef struct zs_metrics {
     uint64_t cancelled;
     zs_hist_t startup[4];            /* by source: pool, pool-filled, page-cache, disk */
     uint64_t starts[4], start_failures;
+    uint64_t kv_tokens[4];           /* prompt tokens by where their KV came from: gpu, host, disk, computed */
+    zs_hist_t kv_restore;            /* seconds to restore a prefix from the store */
 } zs_metrics_t;
 
 #define ZS_METRICS_SOURCES 4
@@ -38,7 +40,19 @@ typedef struct zs_model_gauges {
     const char *model;
     int64_t queue, running, kv_used, kv_in_use, kv_cached, kv_total;
     int64_t loaded;              /* 1 when the model's engine is up (state ready) */
+    /* the KV store (0 without one) */
+    int64_t kvs_host_bytes, kvs_host_capacity, kvs_host_blocks;
+    int64_t kvs_disk_bytes, kvs_disk_capacity, kvs_disk_blocks;
+    int64_t kvs_write_queue;
+    int64_t ctx_ready, ctx_pending;  /* registered contexts */
+    /* per-model counters */
+    int64_t kvs_host_evictions, kvs_disk_evictions, kvs_writes, kvs_writes_dropped, kvs_write_errors;
+    int64_t kvs_rejected, kvs_exported_blocks, kvs_export_dropped, kvs_skipped_by_cost;
+    int64_t ctx_precomputed;
 } zs_model_gauges_t;
+
+#define ZS_KV_SOURCES 4
+extern const char *const zs_kv_source_names[ZS_KV_SOURCES]; /* gpu, host, disk, computed */
 
 int zs_metrics_init(zs_metrics_t *m);
 void zs_metrics_destroy(zs_metrics_t *m);
@@ -49,6 +63,9 @@ void zs_metrics_itl(zs_metrics_t *m, double s);
 void zs_metrics_request_done(zs_metrics_t *m, double e2e_s, int64_t prompt, int64_t completion,
                              int cancelled);
 void zs_metrics_prefix(zs_metrics_t *m, int64_t hit_tokens);
+/* Where one admitted request's prompt KV came from; restore_s < 0: nothing restored. */
+void zs_metrics_kv_request(zs_metrics_t *m, int64_t gpu, int64_t host, int64_t disk, int64_t computed,
+                           double restore_s);
 /* One model start from `source` ("pool", "pool-filled", "page-cache", "disk") that took
  * `seconds` (start -> engine ready); ok = 0 counts a failed start. */
 void zs_metrics_startup(zs_metrics_t *m, const char *source, double seconds, int ok);

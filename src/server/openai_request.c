@@ -64,6 +64,7 @@ void zs_oai_request_free(zs_oai_req_t *r) {
     free(r->prompt);
     free(r->prompt_ids);
     for (int i = 0; i < r->nstop; i++) free(r->stop[i]);
+    free(r->cache_salt);
     memset(r, 0, sizeof *r);
 }
 
@@ -374,6 +375,18 @@ static int parse_body(zs_oai_kind_t kind, json_t *root, zs_oai_req_t *r, zs_oai_
     json_t *user = json_object_get(root, "user");
     if (user && !json_is_null(user) && !json_is_string(user))
         return BAD("user", "invalid_type", "'user' must be a string");
+    /* extension (as vLLM): the tenant of the prompt's cached KV; requests with different
+     * salts never share cached blocks */
+    json_t *salt = json_object_get(root, "cache_salt");
+    if (salt && !json_is_null(salt)) {
+        if (!json_is_string(salt)) return BAD("cache_salt", "invalid_type", "'cache_salt' must be a string");
+        size_t sl = json_string_length(salt);
+        if (sl == 0 || sl > 256)
+            return BAD("cache_salt", "invalid_value", "'cache_salt' must be 1 to 256 bytes (got %zu)", sl);
+        if (memchr(json_string_value(salt), 0, sl) != NULL)
+            return BAD("cache_salt", "invalid_value", "'cache_salt' must not contain NUL characters");
+        if ((r->cache_salt = dup_n(json_string_value(salt), sl)) == NULL) return OOM();
+    }
     return 0;
 }
 

@@ -49,6 +49,7 @@ typedef struct zs_oai_req {
     int nstop;
     int stream, include_usage;
     int ignore_eos;             /* extension (as vLLM): keep generating past end-of-sequence tokens */
+    char *cache_salt;           /* extension (as vLLM): KV cache tenant; NULL = not given */
 } zs_oai_req_t;
 
 /* Parses a request body. On failure returns -1 with e filled (and r freed); 0 on success. */

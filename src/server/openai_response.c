@@ -65,9 +65,22 @@ static json_t *text_json(const char *s, size_t n) {
     return j;
 }
 
-static json_t *usage(int64_t p, int64_t c) {
-    return json_pack("{s:I, s:I, s:I}", "prompt_tokens", (json_int_t)p, "completion_tokens",
-                     (json_int_t)c, "total_tokens", (json_int_t)(p + c));
+static json_t *usage(const zs_oai_usage_t *u) {
+    json_t *o = json_pack("{s:I, s:I, s:I, s:{s:I}}", "prompt_tokens", (json_int_t)u->prompt_tokens,
+                          "completion_tokens", (json_int_t)u->completion_tokens, "total_tokens",
+                          (json_int_t)(u->prompt_tokens + u->completion_tokens), "prompt_tokens_details",
+                          "cached_tokens", (json_int_t)u->cached_tokens);
+    if (o == NULL || !u->has_kv) return o;
+    double gbps = u->restore_s > 0 ? (double)u->restore_bytes / u->restore_s / 1e9 : 0;
+    json_t *kv = json_pack("{s:I, s:I, s:I, s:I, s:f, s:f}", "gpu_tokens", (json_int_t)u->gpu_tokens,
+                           "host_tokens", (json_int_t)u->host_tokens, "disk_tokens", (json_int_t)u->disk_tokens,
+                           "computed_tokens", (json_int_t)u->computed_tokens, "restore_s", u->restore_s,
+                           "restore_gbps", gbps);
+    if (kv == NULL || json_object_set_new(o, "kv_cache", kv) != 0) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
 }
 
 static json_t *model_obj(const zs_oai_model_info_t *m) {
@@ -106,8 +119,7 @@ static json_t *envelope(const zs_oai_meta_t *m, const char *object, json_t *choi
 static json_t *reason(const char *r) { return r ? json_string(r) : json_null(); }
 
 char *zs_oai_completion_json(const zs_oai_meta_t *m, const char *text, size_t len,
-                             const char *finish_reason, int64_t prompt_tokens,
-                             int64_t completion_tokens) {
+                             const char *finish_reason, const zs_oai_usage_t *u) {
     json_t *t = text_json(text, len);
     if (t == NULL) return NULL;
     json_t *choice;
@@ -120,7 +132,7 @@ char *zs_oai_completion_json(const zs_oai_meta_t *m, const char *text, size_t le
                            "finish_reason", reason(finish_reason));
     json_t *o = envelope(m, m->kind == ZS_OAI_CHAT ? "chat.completion" : "text_completion",
                          json_pack("[o]", choice));
-    if (o && json_object_set_new(o, "usage", usage(prompt_tokens, completion_tokens)) != 0) {
+    if (o && json_object_set_new(o, "usage", usage(u)) != 0) {
         json_decref(o);
         return NULL;
     }
@@ -155,11 +167,10 @@ char *zs_oai_chunk_json(const zs_oai_meta_t *m, int role_first, const char *text
     return dump(o);
 }
 
-char *zs_oai_usage_chunk_json(const zs_oai_meta_t *m, int64_t prompt_tokens,
-                              int64_t completion_tokens) {
+char *zs_oai_usage_chunk_json(const zs_oai_meta_t *m, const zs_oai_usage_t *u) {
     json_t *o = envelope(m, m->kind == ZS_OAI_CHAT ? "chat.completion.chunk" : "text_completion",
                          json_array());
-    if (o && json_object_set_new(o, "usage", usage(prompt_tokens, completion_tokens)) != 0) {
+    if (o && json_object_set_new(o, "usage", usage(u)) != 0) {
         json_decref(o);
         return NULL;
     }

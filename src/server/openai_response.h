@@ -29,18 +29,26 @@ typedef struct zs_oai_meta {
     const char *model;
 } zs_oai_meta_t;
 
+/* Token counts of a response: "usage" with prompt_tokens_details.cached_tokens and the
+ * zerostart extension "kv_cache" (where the prompt's KV came from) when has_kv. */
+typedef struct zs_oai_usage {
+    int64_t prompt_tokens, completion_tokens, cached_tokens;
+    int has_kv;
+    int64_t gpu_tokens, host_tokens, disk_tokens, computed_tokens;
+    double restore_s;
+    uint64_t restore_bytes;
+} zs_oai_usage_t;
+
 /* Non-streaming response. */
 char *zs_oai_completion_json(const zs_oai_meta_t *m, const char *text, size_t len,
-                             const char *finish_reason, int64_t prompt_tokens,
-                             int64_t completion_tokens);
+                             const char *finish_reason, const zs_oai_usage_t *u);
 /* One streaming chunk. role_first: chat's first delta {"role": "assistant", "content": ""};
  * text may be NULL (no content); finish_reason NULL = null. usage_null adds "usage": null
  * (stream_options.include_usage). */
 char *zs_oai_chunk_json(const zs_oai_meta_t *m, int role_first, const char *text, size_t len,
                         const char *finish_reason, int usage_null);
 /* The final usage chunk: "choices": [] and "usage". */
-char *zs_oai_usage_chunk_json(const zs_oai_meta_t *m, int64_t prompt_tokens,
-                              int64_t completion_tokens);
+char *zs_oai_usage_chunk_json(const zs_oai_meta_t *m, const zs_oai_usage_t *u);
 
 /* Copy of s[0..n) (malloc'd, NUL-terminated) with each invalid UTF-8 byte replaced by
  * U+FFFD and NUL bytes dropped; *out_len gets its length. */

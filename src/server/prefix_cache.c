@@ -11,8 +11,10 @@ static uint64_t mix64(uint64_t z) {
     return z ^ (z >> 31);
 }
 
-void zs_pcache_hashes(const int32_t *ids, int32_t nblocks, int32_t bs, uint64_t *out) {
-    uint64_t h = 0x9E3779B97F4A7C15ULL;
+void zs_pcache_hashes(const zs_kv_ns_t *ns, const int32_t *ids, int32_t nblocks, int32_t bs, uint64_t *out) {
+    uint64_t seed;
+    memcpy(&seed, ns->b, sizeof seed);
+    uint64_t h = 0x9E3779B97F4A7C15ULL ^ seed;
     for (int32_t b = 0; b < nblocks; b++) {
         uint64_t x = mix64(h);
         for (int32_t i = 0; i < bs; i++) x = mix64(x ^ (uint32_t)ids[(int64_t)b * bs + i]);
@@ -75,22 +77,23 @@ static void del_slot(zs_pcache_t *c, size_t i) {
     }
 }
 
-int32_t zs_pcache_match(zs_pcache_t *c, const int32_t *ids, int64_t n, int32_t max_blocks,
-                        int32_t *owner) {
+int32_t zs_pcache_match(zs_pcache_t *c, const zs_kv_ns_t *ns, const int32_t *ids, int64_t n,
+                        int32_t max_blocks, int32_t *owner) {
     *owner = -1;
     int64_t nb = n / c->bs;
     if (nb > max_blocks) nb = max_blocks;
     if (nb <= 0 || c->nentries == 0) return 0;
     uint64_t *h = malloc((size_t)nb * sizeof *h);
     if (h == NULL) return 0; /* a cache miss is always correct */
-    zs_pcache_hashes(ids, (int32_t)nb, c->bs, h);
+    zs_pcache_hashes(ns, ids, (int32_t)nb, c->bs, h);
     int32_t found = 0;
     for (int64_t b = nb - 1; b >= 0 && !found; b--) {
         size_t s = find_slot(c, h[b]);
         if (c->tab[s].owner < 0 || c->tab[s].block != b) continue;
         zs_pc_owner_t *o = &c->owners[c->tab[s].owner];
         size_t ntok = (size_t)(b + 1) * (size_t)c->bs;
-        if (o->nblocks > b && memcmp(o->tokens, ids, ntok * sizeof *ids) == 0) {
+        if (o->nblocks > b && memcmp(o->ns.b, ns->b, sizeof ns->b) == 0 &&
+            memcmp(o->tokens, ids, ntok * sizeof *ids) == 0) {
             found = (int32_t)(b + 1);
             *owner = c->tab[s].owner;
             o->last_use = ++c->clock;
@@ -106,8 +109,8 @@ int32_t zs_pcache_owner_of(const zs_pcache_t *c, int32_t seq) {
     return -1;
 }
 
-int32_t zs_pcache_register(zs_pcache_t *c, int32_t seq, const int32_t *ids, int32_t nblocks,
-                           int holder) {
+int32_t zs_pcache_register(zs_pcache_t *c, const zs_kv_ns_t *ns, int32_t seq, const int32_t *ids,
+                           int32_t nblocks, int holder) {
     if (nblocks <= 0 || seq < 0) return -1;
     int32_t idx = -1;
     for (int32_t i = 0; i < c->max_owners && idx < 0; i++)
@@ -125,7 +128,8 @@ int32_t zs_pcache_register(zs_pcache_t *c, int32_t seq, const int32_t *ids, int3
         return -1;
     }
     memcpy(o->tokens, ids, ntok * sizeof *ids);
-    zs_pcache_hashes(ids, nblocks, c->bs, o->hashes);
+    zs_pcache_hashes(ns, ids, nblocks, c->bs, o->hashes);
+    o->ns = *ns;
     o->seq = seq;
     o->nblocks = nblocks;
     o->holder = holder;

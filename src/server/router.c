@@ -138,6 +138,10 @@ static enum MHD_Result handle_generate(zs_server_t *s, struct MHD_Connection *c,
         ERR(404, "invalid_request_error", "model", "model_not_found",
             "The model '%.100s' does not exist", q->model);
     if (build_prompt(m, r, &e) != 0) goto fail;
+    if (q->cache_salt) {
+        r->cache_salt = q->cache_salt; /* taken over */
+        q->cache_salt = NULL;
+    }
     int64_t room = m->ctx - r->nprompt;
     if (q->max_tokens > room)
         ERR(400, "invalid_request_error", "max_tokens",
@@ -233,7 +237,9 @@ static enum MHD_Result handle_generate(zs_server_t *s, struct MHD_Connection *c,
             NULL, "%s", o.err_msg);
     }
     zs_oai_meta_t meta = {.kind = kind, .id = r->id, .created = (int64_t)time(NULL), .model = m->name};
-    char *json = zs_oai_completion_json(&meta, text, len, o.finish, r->nprompt, o.ncompletion);
+    zs_oai_usage_t u;
+    zs_sreq_usage(r, &o, &u);
+    char *json = zs_oai_completion_json(&meta, text, len, o.finish, &u);
     free(text);
     zs_sreq_release(r);
     return send_json(s, c, cc, 200, json);

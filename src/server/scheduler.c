@@ -1,6 +1,9 @@
-/* The continuous-batching scheduler thread: admission with KV reservation and prefix-cache
- * reuse, mixed prefill/decode forward steps, per-request sampling, incremental detokenizing,
- * stop strings, publishing text to waiting HTTP threads, cancellation. */
+/* The continuous-batching scheduler thread: admission with KV reservation, prefix reuse from
+ * the GPU prefix cache and from the KV store's host and disk tiers (requests whose blocks are
+ * read from disk wait aside, without holding up the others), mixed prefill/decode forward
+ * steps, per-request sampling, incremental detokenizing, stop strings, publishing text to
+ * waiting HTTP threads, cancellation; a finished conversation's KV (prompt and reply) is kept
+ * as a prefix-cache holder, and holders leaving the GPU go to the store. */
 #include "server/scheduler.h"
 
 #include <errno.h>
@@ -12,6 +15,9 @@
 #include "gpu/gpu_rt.h"
 #include "server/prefix_cache.h"
 #include "server/textstop.h"
+
+/* A request's progress through KV reuse at admission. */
+enum { KV_NEW = 0, KV_FETCHING = 1, KV_READY = 2 };
 
 struct zs_sched {
     zs_engine_t *e;           /* NULL while unloaded */
@@ -44,8 +50,12 @@ struct zs_sched {
     uint64_t load_failures;   /* under mu */
     char load_err[320];       /* under mu */
     int pc_ready;
+    uint64_t kv_wake;         /* under mu: fetch jobs that finished (their callbacks) */
+    uint64_t kv_seen;         /* scheduler thread: kv_wake when last looked */
 
     /* scheduler thread only */
+    zs_sreq_t *fetch_head;    /* requests waiting for their blocks to be read from disk */
+    int nfetch;               /* written by the scheduler thread under mu */
     zs_sreq_t **run;
     int nrun;
     zs_pcache_t pc;
@@ -98,6 +108,8 @@ void zs_sreq_release(zs_sreq_t *r) {
     zs_tok_stream_free(r->ts);
     free(r->out);
     free(r->s.gen);
+    free(r->s.out_ids);
+    free(r->cache_salt);
     pthread_cond_destroy(&r->cv);
     pthread_mutex_destroy(&r->mu);
     free(r);
@@ -109,6 +121,7 @@ void zs_sreq_cancel(zs_sreq_t *r, int why) {
     zs_sched_t *s = r->sched;
     if (s) {
         pthread_mutex_lock(&s->mu);
+        s->kv_wake++; /* a request waiting for its blocks notices too */
         pthread_cond_signal(&s->cv);
         pthread_mutex_unlock(&s->mu);
     }
@@ -160,10 +173,25 @@ int zs_sreq_take(zs_sreq_t *r, int timeout_ms, zs_sreq_out_t *o) {
         memcpy(o->err_msg, r->err_msg, sizeof o->err_msg);
         o->ncompletion = r->ncompletion;
         o->cached_tokens = r->cached_tokens;
+        o->kvu = r->kvu;
         got = 1;
     }
     pthread_mutex_unlock(&r->mu);
     return got;
+}
+
+void zs_sreq_usage(const zs_sreq_t *r, const zs_sreq_out_t *o, zs_oai_usage_t *u) {
+    memset(u, 0, sizeof *u);
+    u->prompt_tokens = r->nprompt;
+    u->completion_tokens = o->ncompletion;
+    u->cached_tokens = o->cached_tokens;
+    u->has_kv = 1;
+    u->gpu_tokens = o->kvu.gpu_tokens;
+    u->host_tokens = o->kvu.host_tokens;
+    u->disk_tokens = o->kvu.disk_tokens;
+    u->computed_tokens = o->kvu.computed_tokens;
+    u->restore_s = o->kvu.restore_s;
+    u->restore_bytes = o->kvu.restore_bytes;
 }
 
 /* --- scheduler internals ---------------------------------------------------------------- */
@@ -177,13 +205,57 @@ static void publish(zs_sched_t *s, zs_sreq_t *r, const char *t, size_t n) {
     if (rc) zs_slog(&s->log, ZS_LOG_ERROR, r->id, "out of memory publishing %zu bytes", n);
 }
 
-/* Frees the request's sequence; its registered prompt blocks stay cached in a holder. */
+/* Gives a restore job back (its host copies unpinned); call once the imported blocks have
+ * been copied, i.e. after a forward step or a sync. */
+static void restore_end(zs_sched_t *s, zs_sreq_t *r) {
+    if (r->s.rs.job) zs_kvt_restore_end(s->o.kvt, &r->s.rs);
+}
+
+/* The tokens whose KV the request's sequence holds: the prompt, then its generated tokens
+ * (malloc'd; NULL when out of memory). */
+static int32_t *held_tokens(const zs_sreq_t *r, int64_t n) {
+    int32_t *t = malloc((size_t)n * sizeof *t);
+    if (t == NULL) return NULL;
+    int64_t np = n < r->nprompt ? n : r->nprompt;
+    memcpy(t, r->prompt, (size_t)np * sizeof *t);
+    if (n > np) memcpy(t + np, r->s.out_ids, (size_t)(n - np) * sizeof *t);
+    return t;
+}
+
+/* Frees the request's sequence. Its full blocks stay cached in a holder: the prompt's, or,
+ * when the request got further (a conversation turn: prompt and reply), every full block it
+ * computed, so that the next turn prefills only its new message. */
 static void release_seq(zs_sched_t *s, zs_sreq_t *r) {
+    restore_end(s, r);
     if (r->s.seq < 0) return;
     zs_err_t err = {0};
+    int64_t len = zs_engine_seq_len(s->e, r->s.seq);
+    int64_t have = (int64_t)r->nprompt + r->s.nout;
+    if (len > have) len = have;
+    int32_t nb = (int32_t)(len / s->bs);
+    if (r->s.owner >= 0 && nb <= s->pc.owners[r->s.owner].nblocks) nb = 0; /* nothing beyond the prompt */
+    if (nb > 0) { /* register the longer run under a new holder */
+        int32_t *toks = held_tokens(r, (int64_t)nb * s->bs);
+        int32_t holder = -1;
+        if (toks != NULL && zs_engine_seq_fork_prefix(s->e, r->s.seq, (int64_t)nb * s->bs, &holder, &err) == 0) {
+            if (r->s.owner >= 0) (void)zs_pcache_drop(&s->pc, r->s.owner); /* its seq is r's: freed below */
+            r->s.owner = -1;
+            int32_t idx = zs_pcache_register(&s->pc, &r->s.ns, holder, toks, nb, 1);
+            if (idx < 0) {
+                int32_t h = zs_pcache_lru_holder(&s->pc);
+                if (h >= 0) {
+                    int32_t hs = zs_pcache_drop(&s->pc, h);
+                    if (hs >= 0) (void)zs_engine_seq_free(s->e, hs, NULL);
+                    idx = zs_pcache_register(&s->pc, &r->s.ns, holder, toks, nb, 1);
+                }
+            }
+            if (idx < 0) (void)zs_engine_seq_free(s->e, holder, NULL);
+        }
+        free(toks);
+    }
     if (r->s.owner >= 0) {
-        int32_t nb = s->pc.owners[r->s.owner].nblocks, holder = -1;
-        if (zs_engine_seq_fork_prefix(s->e, r->s.seq, (int64_t)nb * s->bs, &holder, &err) == 0) {
+        int32_t onb = s->pc.owners[r->s.owner].nblocks, holder = -1;
+        if (zs_engine_seq_fork_prefix(s->e, r->s.seq, (int64_t)onb * s->bs, &holder, &err) == 0) {
             zs_pcache_rebind(&s->pc, r->s.owner, holder, 1);
         } else {
             zs_slog(&s->log, ZS_LOG_WARN, r->id, "prefix cache: cannot keep blocks: %s", err.msg);
@@ -209,6 +281,10 @@ static void finish(zs_sched_t *s, zs_sreq_t *r, const char *reason, int err_stat
         if (r->s.gen_len > r->s.emitted) publish(s, r, r->s.gen + r->s.emitted, r->s.gen_len - r->s.emitted);
         r->s.emitted = r->s.gen_len;
     }
+    if (r->s.rs.job && r->s.seq >= 0 && s->e) {
+        zs_err_t e2 = {0};
+        (void)zs_engine_sync(s->e, &e2); /* imports in flight read the pinned host copies */
+    }
     release_seq(s, r);
     int cancelled = atomic_load(&r->cancel) != ZS_CANCEL_NONE;
     double e2e = zs_now() - r->t_arrive;
@@ -222,10 +298,12 @@ static void finish(zs_sched_t *s, zs_sreq_t *r, const char *reason, int err_stat
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
     zs_metrics_request_done(s->m, e2e, r->nprompt, r->ncompletion, cancelled);
+    const zs_kv_usage_t *u = &r->kvu;
     zs_slog(&s->log, ZS_LOG_INFO, r->id,
-            "done: %s prompt=%d cached=%lld completion=%lld %.1f ms",
-            reason ? reason : (cancelled ? "cancelled" : "error"), r->nprompt,
-            (long long)r->cached_tokens, (long long)r->ncompletion, e2e * 1e3);
+            "done: %s prompt=%d cached=%lld (gpu %lld, host %lld, disk %lld in %.1f ms) completion=%lld %.1f ms",
+            reason ? reason : (cancelled ? "cancelled" : "error"), r->nprompt, (long long)r->cached_tokens,
+            (long long)u->gpu_tokens, (long long)u->host_tokens, (long long)u->disk_tokens, u->restore_s * 1e3,
+            (long long)r->ncompletion, e2e * 1e3);
     r->s.finished = 1;
     atomic_fetch_sub(&s->active, 1);
     /* the scheduler's reference is dropped by compact_run (running requests) or by
@@ -247,11 +325,25 @@ static int64_t free_budget(zs_sched_t *s) {
     return avail;
 }
 
+/* Drops a holder from the GPU prefix cache; its blocks go to the KV store first (host memory
+ * now, disk in the background), so that leaving the GPU does not lose them. */
 static void evict_holder(zs_sched_t *s, int32_t idx) {
+    const zs_pc_owner_t *o = &s->pc.owners[idx];
+    if (o->seq >= 0 && o->holder) zs_kvt_export(s->o.kvt, s->e, o->seq, &o->ns, o->tokens, o->nblocks, 1);
     int32_t seq = zs_pcache_drop(&s->pc, idx);
     zs_err_t err = {0};
     if (seq >= 0 && zs_engine_seq_free(s->e, seq, &err) != 0)
         zs_slog(&s->log, ZS_LOG_ERROR, NULL, "prefix cache: freeing holder %d: %s", seq, err.msg);
+}
+
+/* Every holder to the store (scale to zero, shutdown): waits until the copies have landed. */
+static void save_holders(zs_sched_t *s) {
+    if (!s->pc_ready || s->e == NULL || !zs_kvt_has_store(s->o.kvt)) return;
+    for (int32_t i = 0; i < s->pc.max_owners; i++) {
+        const zs_pc_owner_t *o = &s->pc.owners[i];
+        if (o->seq >= 0 && o->holder) zs_kvt_export(s->o.kvt, s->e, o->seq, &o->ns, o->tokens, o->nblocks, 1);
+    }
+    zs_kvt_poll(s->o.kvt, s->e, 1);
 }
 
 static zs_sreq_t *pop_wait(zs_sched_t *s) {
@@ -267,6 +359,111 @@ static zs_sreq_t *pop_wait(zs_sched_t *s) {
     return r;
 }
 
+/* Puts r back at the head of the wait queue (its blocks arrived from disk). */
+static void push_wait_front(zs_sched_t *s, zs_sreq_t *r) {
+    pthread_mutex_lock(&s->mu);
+    r->s.next = s->wait_head;
+    s->wait_head = r;
+    if (s->wait_tail == NULL) s->wait_tail = r;
+    s->nwait++;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* A fetch job's disk reads finished (a store reader thread). */
+static void kv_fetch_done(void *ctx) {
+    zs_sched_t *s = ctx;
+    pthread_mutex_lock(&s->mu);
+    s->kv_wake++;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Requests whose disk reads are done go back to the head of the queue; cancelled ones end. */
+static void collect_fetches(zs_sched_t *s) {
+    zs_sreq_t **pp = &s->fetch_head;
+    while (*pp) {
+        zs_sreq_t *r = *pp;
+        int c = atomic_load(&r->cancel);
+        if (c == ZS_CANCEL_NONE && !zs_kvstore_job_finished(r->s.rs.job)) {
+            pp = &r->s.next;
+            continue;
+        }
+        *pp = r->s.next;
+        r->s.next = NULL;
+        pthread_mutex_lock(&s->mu);
+        s->nfetch--;
+        pthread_mutex_unlock(&s->mu);
+        if (c != ZS_CANCEL_NONE) {
+            finish_unqueued(s, r, c == ZS_CANCEL_SHUTDOWN ? 503 : 499,
+                            c == ZS_CANCEL_SHUTDOWN ? "the server is shutting down" : "request cancelled");
+            continue;
+        }
+        r->s.kv_phase = KV_READY;
+        push_wait_front(s, r);
+    }
+}
+
+/* First look at a request: its namespace, and a restore from the store when the store holds
+ * more of its prompt than the GPU cache. Returns 1 when r left the queue to wait for disk. */
+static int kv_plan(zs_sched_t *s, zs_sreq_t *r, int32_t maxb) {
+    zs_err_t err = {0};
+    r->s.kv_phase = KV_READY;
+    if (zs_kvt_namespace(s->o.kvt, r->cache_salt, &r->s.ns, &err) != 0) {
+        zs_slog(&s->log, ZS_LOG_WARN, r->id, "kv namespace: %s", err.msg); /* the zero namespace still works */
+        return 0;
+    }
+    int32_t owner = -1;
+    int32_t mb = zs_pcache_match(&s->pc, &r->s.ns, r->prompt, r->nprompt, maxb, &owner);
+    int rc = zs_kvt_restore_begin(s->o.kvt, &r->s.ns, r->prompt, mb, maxb, kv_fetch_done, s, &r->s.rs, &err);
+    if (rc < 0) zs_slog(&s->log, ZS_LOG_WARN, r->id, "kv restore: %s", err.msg);
+    if (rc != 1 || zs_kvstore_job_finished(r->s.rs.job)) return 0;
+    r->s.kv_phase = KV_FETCHING;
+    (void)pop_wait(s); /* r is the head */
+    r->s.next = s->fetch_head;
+    s->fetch_head = r;
+    pthread_mutex_lock(&s->mu);
+    s->nfetch++;
+    pthread_mutex_unlock(&s->mu);
+    return 1;
+}
+
+/* Appends the restored blocks to a new sequence whose first mb blocks came from the GPU
+ * cache; returns the blocks imported. */
+static int32_t kv_import(zs_sched_t *s, zs_sreq_t *r, int32_t mb) {
+    zs_kvt_restore_t *rs = &r->s.rs;
+    if (rs->job == NULL || mb < rs->from) { /* the GPU lost blocks meanwhile: not contiguous */
+        restore_end(s, r);
+        return 0;
+    }
+    zs_err_t err = {0};
+    int rc = ZS_OK;
+    if (mb > rs->from) { /* the GPU cache has grown past the job's start: skip those blocks */
+        const void *const *data = NULL;
+        size_t ok = zs_kvstore_job_result(rs->job, &data, NULL);
+        size_t skip = (size_t)(mb - rs->from);
+        if (ok <= skip) {
+            restore_end(s, r);
+            return 0;
+        }
+        rc = zs_engine_seq_import(s->e, r->s.seq, data + skip, (int32_t)(ok - skip), &err);
+        if (rc == ZS_OK) {
+            rs->imported = (int32_t)(ok - skip);
+            rs->host_blocks = rs->imported; /* counted as host: the disk part is indistinguishable here */
+            rs->disk_blocks = 0;
+            rs->seconds = zs_now() - rs->t0;
+        }
+    } else {
+        rc = zs_kvt_restore_import(s->o.kvt, s->e, r->s.seq, rs, &err);
+        if (rc > 0) rc = ZS_OK;
+    }
+    if (rc != ZS_OK) {
+        zs_slog(&s->log, ZS_LOG_WARN, r->id, "kv restore: import failed, prefilling instead: %s", err.msg);
+        restore_end(s, r);
+        return 0;
+    }
+    return rs->imported;
+}
+
 static void admit(zs_sched_t *s) {
     while (s->nrun < s->o.max_batch) {
         pthread_mutex_lock(&s->mu);
@@ -278,15 +475,16 @@ static void admit(zs_sched_t *s) {
             continue;
         }
         int64_t need = (r->nprompt + r->max_tokens + s->bs - 1) / s->bs;
-        int32_t owner = -1;
         int32_t maxb = (r->nprompt - 1) / s->bs;
-        int32_t mb = zs_pcache_match(&s->pc, r->prompt, r->nprompt, maxb, &owner);
+        if (r->s.kv_phase == KV_NEW && kv_plan(s, r, maxb)) continue;
+        int32_t owner = -1;
+        int32_t mb = zs_pcache_match(&s->pc, &r->s.ns, r->prompt, r->nprompt, maxb, &owner);
         int64_t avail = free_budget(s);
         while (need - mb > avail) {
             int32_t h = zs_pcache_lru_holder(&s->pc);
             if (h < 0) break;
             evict_holder(s, h);
-            mb = zs_pcache_match(&s->pc, r->prompt, r->nprompt, maxb, &owner);
+            mb = zs_pcache_match(&s->pc, &r->s.ns, r->prompt, r->nprompt, maxb, &owner);
             avail = free_budget(s);
         }
         if (need - mb > avail) {
@@ -295,6 +493,7 @@ static void admit(zs_sched_t *s) {
                 snprintf(msg, sizeof msg,
                          "the request needs %lld KV blocks but the cache holds %u",
                          (long long)need, s->nblocks_total);
+                restore_end(s, r);
                 finish_unqueued(s, pop_wait(s), 503, msg);
                 continue;
             }
@@ -308,30 +507,45 @@ static void admit(zs_sched_t *s) {
                         : zs_engine_seq_new(s->e, &seq, &err);
         if (rc != 0) {
             zs_slog(&s->log, ZS_LOG_ERROR, r->id, "admission: %s", err.msg);
+            restore_end(s, r);
             finish_unqueued(s, r, 500, err.msg);
             continue;
         }
         r->s.seq = seq;
-        r->s.pos = (int64_t)mb * s->bs;
+        int32_t imported = kv_import(s, r, mb);
+        r->s.pos = (int64_t)(mb + imported) * s->bs;
         r->s.prefilling = 1;
         r->s.need_blocks = need;
         r->cached_tokens = r->s.pos;
+        zs_kv_usage_t *u = &r->kvu;
+        u->gpu_tokens = (int64_t)mb * s->bs;
+        if (imported > 0) {
+            u->host_tokens = (int64_t)r->s.rs.host_blocks * s->bs;
+            u->disk_tokens = (int64_t)r->s.rs.disk_blocks * s->bs;
+            u->restore_s = r->s.rs.seconds;
+            u->restore_bytes = (uint64_t)imported * zs_engine_kv(s->e)->layout.block_bytes;
+        }
+        u->computed_tokens = r->nprompt - r->s.pos;
+        zs_kvt_note_request(s->o.kvt, u->gpu_tokens, u->computed_tokens);
         zs_metrics_prefix(s->m, r->s.pos);
+        zs_metrics_kv_request(s->m, u->gpu_tokens, u->host_tokens, u->disk_tokens, u->computed_tokens,
+                              imported > 0 ? u->restore_s : -1);
         s->run[s->nrun++] = r;
-        zs_slog(&s->log, ZS_LOG_DEBUG, r->id, "admitted: seq %d, %d prompt tokens, %lld cached",
-                seq, r->nprompt, (long long)r->s.pos);
+        zs_slog(&s->log, ZS_LOG_DEBUG, r->id,
+                "admitted: seq %d, %d prompt tokens, %lld cached (gpu %lld, restored %lld)", seq, r->nprompt,
+                (long long)r->s.pos, (long long)u->gpu_tokens, (long long)(u->host_tokens + u->disk_tokens));
     }
 }
 
 static void register_prefix(zs_sched_t *s, zs_sreq_t *r) {
     int32_t nb = r->nprompt / s->bs;
     if (nb <= 0) return;
-    int32_t idx = zs_pcache_register(&s->pc, r->s.seq, r->prompt, nb, 0);
+    int32_t idx = zs_pcache_register(&s->pc, &r->s.ns, r->s.seq, r->prompt, nb, 0);
     if (idx < 0) {
         int32_t h = zs_pcache_lru_holder(&s->pc);
         if (h < 0) return;
         evict_holder(s, h);
-        idx = zs_pcache_register(&s->pc, r->s.seq, r->prompt, nb, 0);
+        idx = zs_pcache_register(&s->pc, &r->s.ns, r->s.seq, r->prompt, nb, 0);
     }
     r->s.owner = idx;
 }
@@ -351,11 +565,20 @@ static void next_token(zs_sched_t *s, zs_sreq_t *r, float *row) {
     }
     double now = zs_now();
     if (r->ncompletion == 0 && r->startup >= 0 && s->has_life && s->life.first_token)
-        s->life.first_token(s->life.ctx, r->startup, now);
+        s->life.first_token(s->life.ctx, r->startup, now, r);
     if (r->ncompletion == 0) zs_metrics_ttft(s->m, now - r->t_arrive);
     else zs_metrics_itl(s->m, now - r->s.t_last);
     r->s.t_last = now;
     r->ncompletion++;
+    if (r->s.nout == r->s.out_cap) { /* the reply's ids, for the session's KV (best effort) */
+        int64_t cap = r->s.out_cap ? 2 * r->s.out_cap : 64;
+        int32_t *p = realloc(r->s.out_ids, (size_t)cap * sizeof *p);
+        if (p) {
+            r->s.out_ids = p;
+            r->s.out_cap = cap;
+        }
+    }
+    if (r->s.nout < r->s.out_cap) r->s.out_ids[r->s.nout++] = tok;
     if (reason == ZS_SAMPLE_STOP_TOKEN) {
         finish(s, r, "stop", 0, NULL);
         return;
@@ -431,8 +654,16 @@ static void step(zs_sched_t *s) {
         budget -= take;
     }
     if (n == 0) return;
+    int64_t prefill_tokens = 0;
+    for (int i = 0; i < n; i++)
+        if (s->item_req[i]->s.prefilling) prefill_tokens += s->items[i].n;
     zs_err_t err = {0};
+    double t0 = zs_now();
     int rc = zs_engine_forward(s->e, s->items, n, s->logits, 0, &err);
+    if (rc == 0) {
+        zs_kvt_note_prefill(s->o.kvt, prefill_tokens, zs_now() - t0);
+        for (int i = 0; i < s->nrun; i++) restore_end(s, s->run[i]); /* imports have been copied */
+    }
     if (rc != 0) {
         zs_slog(&s->log, ZS_LOG_ERROR, NULL, "model %s: forward step of %d items failed: %s",
                 s->o.name, n, err.msg);
@@ -453,10 +684,34 @@ static void step(zs_sched_t *s) {
     compact_run(s);
 }
 
+/* The KV store's numbers into g (s->mu held by the caller; st sampled before). */
+static void kv_gauges(zs_model_gauges_t *g, const zs_kvt_stats_t *st) {
+    const zs_kvstore_stats_t *k = &st->store;
+    g->kvs_host_bytes = (int64_t)k->host.bytes;
+    g->kvs_host_capacity = (int64_t)k->host.capacity;
+    g->kvs_host_blocks = (int64_t)k->host.blocks;
+    g->kvs_disk_bytes = (int64_t)k->disk.bytes;
+    g->kvs_disk_capacity = (int64_t)k->disk.capacity;
+    g->kvs_disk_blocks = (int64_t)k->disk.blocks;
+    g->kvs_write_queue = (int64_t)k->writes_pending;
+    g->kvs_host_evictions = (int64_t)k->host.evictions;
+    g->kvs_disk_evictions = (int64_t)k->disk.evictions;
+    g->kvs_writes = (int64_t)k->writes_done;
+    g->kvs_writes_dropped = (int64_t)k->writes_dropped;
+    g->kvs_write_errors = (int64_t)k->write_errors;
+    g->kvs_rejected = (int64_t)k->disk.rejected;
+    g->kvs_exported_blocks = (int64_t)st->exported_blocks;
+    g->kvs_export_dropped = (int64_t)st->export_dropped;
+    g->kvs_skipped_by_cost = (int64_t)st->skipped_by_cost;
+}
+
 static void update_gauges(zs_sched_t *s) {
+    zs_kvt_stats_t kst;
+    zs_kvt_stats(s->o.kvt, &kst);
     if (s->e == NULL) {
         pthread_mutex_lock(&s->mu);
-        s->g.queue = s->nwait;
+        kv_gauges(&s->g, &kst);
+        s->g.queue = s->nwait + s->nfetch;
         s->g.running = s->nrun;
         s->g.kv_used = s->g.kv_in_use = s->g.kv_cached = s->g.kv_total = 0;
         pthread_mutex_unlock(&s->mu);
@@ -478,7 +733,8 @@ static void update_gauges(zs_sched_t *s) {
         }
     }
     pthread_mutex_lock(&s->mu);
-    s->g.queue = s->nwait;
+    kv_gauges(&s->g, &kst);
+    s->g.queue = s->nwait + s->nfetch;
     s->g.running = s->nrun;
     s->g.kv_used = used;
     s->g.kv_in_use = in_use;
@@ -494,6 +750,13 @@ static int sched_bind(zs_sched_t *s, zs_engine_t *e) {
     float *logits = malloc((size_t)s->o.max_batch * (size_t)V * sizeof(float));
     uint8_t *bitmap = malloc((kv->nblocks + 7) / 8);
     if (logits == NULL || bitmap == NULL) {
+        free(logits);
+        free(bitmap);
+        return -1;
+    }
+    zs_err_t err = {0};
+    if (zs_kvt_bind(s->o.kvt, e, &err) != 0) {
+        zs_slog(&s->log, ZS_LOG_ERROR, NULL, "model %s: KV store: %s", s->o.name, err.msg);
         free(logits);
         free(bitmap);
         return -1;
@@ -559,6 +822,8 @@ static void drop_cancelled_waiting(zs_sched_t *s) {
 
 static void sched_unload(zs_sched_t *s, const char *why) {
     set_state(s, ZS_MODEL_UNLOADING);
+    save_holders(s); /* the cached prefixes survive scale to zero in the store */
+    zs_kvt_unbind(s->o.kvt);
     if (s->pc_ready) zs_pcache_destroy(&s->pc); /* holder sequences die with the engine */
     s->pc_ready = 0;
     s->life.unload(s->life.ctx, why);
@@ -627,6 +892,15 @@ static void *sched_main(void *arg) {
         for (;;) {
             int st = atomic_load(&s->state);
             if (s->stopping || s->cancel_all || s->wait_head != NULL || s->nrun > 0) break;
+            if (s->nfetch > 0 && s->kv_wake != s->kv_seen) break; /* blocks arrived, or a cancel */
+            if (s->e != NULL && zs_kvt_pending(s->o.kvt) > 0) { /* exports to publish as they land */
+                cond_wait_until(&s->cv, &s->mu, zs_now() + 0.002);
+                break;
+            }
+            if (s->nfetch > 0) {
+                pthread_cond_wait(&s->cv, &s->mu);
+                continue;
+            }
             if (!s->has_life) {
                 pthread_cond_wait(&s->cv, &s->mu);
                 continue;
@@ -642,6 +916,7 @@ static void *sched_main(void *arg) {
             s->want_unload = s->want_evict = 0; /* nothing to unload */
             pthread_cond_wait(&s->cv, &s->mu);
         }
+        s->kv_seen = s->kv_wake;
         int cancel_all = s->cancel_all;
         s->cancel_all = 0;
         if (cancel_all)
@@ -649,7 +924,7 @@ static void *sched_main(void *arg) {
                 int exp = ZS_CANCEL_NONE;
                 atomic_compare_exchange_strong(&w->cancel, &exp, ZS_CANCEL_SHUTDOWN);
             }
-        int idle = s->wait_head == NULL && s->nrun == 0;
+        int idle = s->wait_head == NULL && s->nrun == 0 && s->nfetch == 0;
         int quit = s->stopping && idle;
         int st = atomic_load(&s->state);
         const char *unload_why = NULL;
@@ -669,7 +944,17 @@ static void *sched_main(void *arg) {
             }
         }
         pthread_mutex_unlock(&s->mu);
-        if (quit) break;
+        if (cancel_all)
+            for (zs_sreq_t *w = s->fetch_head; w; w = w->s.next) {
+                int exp = ZS_CANCEL_NONE;
+                atomic_compare_exchange_strong(&w->cancel, &exp, ZS_CANCEL_SHUTDOWN);
+            }
+        collect_fetches(s);
+        if (quit) {
+            save_holders(s); /* a restarted server finds them in the store */
+            zs_kvt_unbind(s->o.kvt);
+            break;
+        }
         if (unload_why) {
             sched_unload(s, unload_why);
             continue;
@@ -694,6 +979,7 @@ static void *sched_main(void *arg) {
         handle_cancels(s);
         admit(s);
         step(s);
+        zs_kvt_poll(s->o.kvt, s->e, 0);
         update_gauges(s);
         if (s->nrun == 0) {
             pthread_mutex_lock(&s->mu);
@@ -717,10 +1003,11 @@ int zs_sched_create(zs_engine_t *e, const zs_tok_t *tok, const zs_sched_opts_t *
                     zs_sched_t **out, zs_err_t *err) {
     *out = NULL;
     if (o->max_batch < 1 || o->step_tokens < o->max_batch || o->max_queue < 0 || o->ctx < 2 ||
-        o->neos < 0 || o->neos > 32 || (e == NULL && (life == NULL || life->load == NULL)))
+        o->neos < 0 || o->neos > 32 || o->kvt == NULL ||
+        (e == NULL && (life == NULL || life->load == NULL)))
         return zs_err_set(err, ZS_EINVAL,
                           "scheduler: bad options (max_batch %d, step_tokens %d, max_queue %d, "
-                          "ctx %lld): step_tokens must be >= max_batch >= 1",
+                          "ctx %lld): step_tokens must be >= max_batch >= 1, kvt set",
                           o->max_batch, o->step_tokens, o->max_queue, (long long)o->ctx);
     zs_sched_t *s = calloc(1, sizeof *s);
     if (s == NULL) return zs_err_set(err, ZS_ENOMEM, "scheduler: out of memory");
@@ -872,7 +1159,7 @@ int zs_sched_active(zs_sched_t *s) { return atomic_load(&s->active); }
 void zs_sched_gauges(zs_sched_t *s, zs_model_gauges_t *g) {
     pthread_mutex_lock(&s->mu);
     *g = s->g;
-    g->queue = s->nwait;
+    g->queue = s->nwait + s->nfetch;
     pthread_mutex_unlock(&s->mu);
 }
 

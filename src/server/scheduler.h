@@ -18,9 +18,11 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "server/kv_tier.h"
 #include "server/log.h"
 #include "server/metrics.h"
 #include "server/openai_request.h"
+#include "server/openai_response.h"
 #include "zerostart/engine.h"
 #include "zerostart/sampling.h"
 #include "zerostart/tokenizer.h"
@@ -29,6 +31,15 @@ typedef struct zs_sched zs_sched_t;
 typedef struct zs_sreq zs_sreq_t;
 
 enum { ZS_CANCEL_NONE = 0, ZS_CANCEL_CLIENT = 1, ZS_CANCEL_SHUTDOWN = 2 };
+
+/* Where a request's prompt KV came from. */
+typedef struct zs_kv_usage {
+    int64_t gpu_tokens;          /* found in the GPU prefix cache */
+    int64_t host_tokens, disk_tokens; /* restored from the store's tiers */
+    int64_t computed_tokens;     /* prefilled */
+    double restore_s;            /* lookup + disk reads + import of the restored blocks */
+    uint64_t restore_bytes;
+} zs_kv_usage_t;
 
 struct zs_sreq {
     atomic_int refs;
@@ -42,6 +53,7 @@ struct zs_sreq {
     int smp_ready;
     zs_tok_stream_t *ts;
     double t_arrive;
+    char *cache_salt;            /* tenant of the KV cache (malloc'd; NULL = shared) */
     atomic_int cancel;           /* ZS_CANCEL_* */
     zs_sched_t *sched;
     int64_t startup;             /* start-up this request triggered (first token recorded), -1 */
@@ -56,6 +68,7 @@ struct zs_sreq {
     int err_status;
     char err_msg[320];
     int64_t ncompletion, cached_tokens;
+    zs_kv_usage_t kvu;
 
     /* scheduler thread only */
     struct {
@@ -66,6 +79,11 @@ struct zs_sreq {
         int32_t last_tok;
         int64_t need_blocks;     /* worst-case KV blocks of the whole request */
         int32_t owner;           /* prefix-cache owner index, -1 */
+        zs_kv_ns_t ns;           /* KV namespace (model identity + cache_salt) */
+        int kv_phase;            /* KV_* in scheduler.c */
+        zs_kvt_restore_t rs;     /* restore from the store in progress */
+        int32_t *out_ids;        /* generated tokens (kept for the session's KV) */
+        int64_t nout, out_cap;
         char *gen;
         size_t gen_len, gen_cap, emitted;
         int stop_hit;
@@ -88,11 +106,14 @@ typedef struct zs_sreq_out {
     int err_status;
     char err_msg[320];
     int64_t ncompletion, cached_tokens;
+    zs_kv_usage_t kvu;
 } zs_sreq_out_t;
 
 /* Waits up to timeout_ms for text or completion, then takes what is there. Returns 1 when
  * something was taken (text, or done), 0 on timeout, -1 out of memory. */
 int zs_sreq_take(zs_sreq_t *r, int timeout_ms, zs_sreq_out_t *o);
+/* The response's usage from a finished request's outcome. */
+void zs_sreq_usage(const zs_sreq_t *r, const zs_sreq_out_t *o, zs_oai_usage_t *u);
 
 typedef struct zs_sched_opts {
     const char *name;            /* model name, for logs */
@@ -102,6 +123,7 @@ typedef struct zs_sched_opts {
     int neos;
     double keep_alive_s;         /* idle seconds before unloading; <= 0 = never */
     int cuda_device;             /* made current on the thread at start; -1 = none */
+    zs_kvt_t *kvt;               /* the model's KV warm start (store may be off); not owned */
 } zs_sched_opts_t;
 
 /* Model lifecycle states. */
@@ -118,8 +140,9 @@ typedef struct zs_sched_life {
                 zs_engine_t **e, int64_t *startup, zs_err_t *err);
     /* Frees the engine and device weights (the pool segment stays). */
     void (*unload)(void *ctx, const char *why);
-    /* The request that triggered start-up `startup` got its first token at zs_now() == t. */
-    void (*first_token)(void *ctx, int64_t startup, double t);
+    /* The request r that triggered start-up `startup` got its first token at zs_now() == t
+     * (r->kvu says how its prompt KV was obtained). */
+    void (*first_token)(void *ctx, int64_t startup, double t, const zs_sreq_t *r);
 } zs_sched_life_t;
 
 /* e: the engine when the model is already loaded (state READY), NULL to start unloaded.

@@ -19,6 +19,7 @@
 
 void zs_srv_model_free(zs_srv_model_t *m) {
     zs_sched_free(m->sched);
+    zs_kvt_free(m->kvt); /* after the scheduler: it saved the GPU's prefixes into the store */
     zs_bundle_free(m->b);
     free(m->name);
     if (m->smu_ready) pthread_mutex_destroy(&m->smu);
@@ -77,6 +78,13 @@ static json_t *startup_obj(const zs_startup_t *s) {
     SETT("weights_s", s->weights_s);
     SETT("engine_s", s->engine_s);
     SETT("first_token_s", s->first_token_s);
+    if (s->first_token_s >= 0 && s->request_id[0]) {
+        json_t *kv = json_pack("{s:I, s:I, s:I, s:I, s:f}", "gpu_tokens", (json_int_t)s->kv_gpu_tokens,
+                               "host_tokens", (json_int_t)s->kv_host_tokens, "disk_tokens",
+                               (json_int_t)s->kv_disk_tokens, "computed_tokens", (json_int_t)s->kv_computed_tokens,
+                               "restore_s", s->kv_restore_s);
+        SETN("kv_cache", kv ? kv : json_null());
+    }
     if (s->ok < 0) SETN("error", json_string(s->error));
 #undef SETT
 #undef SETN
@@ -129,13 +137,18 @@ const char *zs_srv_model_location(zs_srv_model_t *m) {
     return m->pooled ? "pool" : "storage";
 }
 
-static void first_token_cb(void *ctx, int64_t seq, double t) {
+static void first_token_cb(void *ctx, int64_t seq, double t, const zs_sreq_t *r) {
     zs_srv_model_t *m = ctx;
     pthread_mutex_lock(&m->smu);
     zs_startup_t *s = startup_at(m, seq);
     char *txt = NULL;
     if (s) {
         s->first_token_s = t - s->t0;
+        s->kv_gpu_tokens = r->kvu.gpu_tokens;
+        s->kv_host_tokens = r->kvu.host_tokens;
+        s->kv_disk_tokens = r->kvu.disk_tokens;
+        s->kv_computed_tokens = r->kvu.computed_tokens;
+        s->kv_restore_s = r->kvu.restore_s;
         txt = startup_text(s);
     }
     pthread_mutex_unlock(&m->smu);
@@ -159,6 +172,17 @@ static void startup_failed(zs_srv_model_t *m, int64_t seq, const char *msg) {
     }
     pthread_mutex_unlock(&m->smu);
     zs_metrics_startup(m->metrics, NULL, 0, 0);
+}
+
+/* The measured rates the KV store's cost model uses: host->device of the model's device
+ * (for the CPU backend the store measures memcpy itself) and storage reads. */
+static void kv_bandwidth(zs_srv_model_t *m, int dev_slot) {
+    if (m->kvt == NULL) return;
+    zs_res_dev_t devs[ZS_RES_MAX_DEV];
+    double read = 0;
+    int n = zs_res_snapshot(m->res, devs, ZS_RES_MAX_DEV, &read);
+    double h2d = dev_slot >= 0 && dev_slot < n && devs[dev_slot].dev.kind == ZS_DEV_CUDA ? devs[dev_slot].h2d_gbps : 0;
+    zs_kvt_set_bandwidth(m->kvt, h2d, read);
 }
 
 /* Places and loads the model: the first time with zs_bundle_open (path), later with
@@ -207,6 +231,7 @@ static int model_start(zs_srv_model_t *m, const char *path, const atomic_int *ab
     double read_gbps = 0;
     if (tl->source == ZS_SRC_PAGE_CACHE || tl->source == ZS_SRC_DISK) read_gbps = tl->load_gbps;
     zs_res_loaded(m->res, m->idx, footprint, next, transfer, read_gbps);
+    kv_bandwidth(m, d.dev);
     const char *src = zs_weights_source_name(tl->source);
     double off = t_placed, total = 0;
     char *txt = NULL;
@@ -333,14 +358,28 @@ int zs_srv_model_load(const zs_server_model_cfg_t *mc, const zs_server_config_t 
         if (out->b->stop_ids[i] >= 0 && out->b->stop_ids[i] < out->vocab)
             out->eos[out->neos++] = out->b->stop_ids[i];
 
+    char tok_path[4200], extra[64] = "";
+    snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", out->b->ckpt->dir);
+    if (out->b->pooled)
+        snprintf(extra, sizeof extra, "pool-content:%016llx", (unsigned long long)zs_pool_model_hash(out->b->pooled));
+    zs_kvt_opts_t ko = {.host_bytes = cfg->kv_host_bytes, .disk_dir = cfg->kv_disk_dir,
+                        .disk_bytes = cfg->kv_disk_bytes, .no_fsync = cfg->kv_no_fsync,
+                        .cuda_device = out->bo.load.device.kind == ZS_DEV_CUDA ? out->bo.load.device.index : -1};
+    if ((rc = zs_kvt_create(&ko, out->b->ckpt, tok_path, extra[0] ? extra : NULL, &out->kvt, err))) goto fail_release;
     zs_sched_opts_t so = {.name = out->name, .max_queue = cfg->max_queue,
                           .max_batch = cfg->max_batch, .step_tokens = cfg->step_tokens,
                           .step_delay_ms = cfg->step_delay_ms, .ctx = ctx, .eos = out->eos,
                           .neos = out->neos, .keep_alive_s = out->keep_alive_s,
-                          .cuda_device = out->bo.load.device.kind == ZS_DEV_CUDA ? out->bo.load.device.index : -1};
+                          .cuda_device = out->bo.load.device.kind == ZS_DEV_CUDA ? out->bo.load.device.index : -1,
+                          .kvt = out->kvt};
     zs_sched_life_t life = {.ctx = out, .load = load_cb, .unload = unload_cb, .first_token = first_token_cb};
     if ((rc = zs_sched_create(e, out->tok, &so, &life, m, log, &out->sched, err))) goto fail_release;
     zs_res_set_sched(res, idx, out->sched);
+    kv_bandwidth(out, -1);
+    if (zs_kvt_warning(out->kvt)) zs_slog(log, ZS_LOG_WARN, NULL, "model %s: %s", out->name, zs_kvt_warning(out->kvt));
+    if (zs_kvt_has_store(out->kvt))
+        zs_slog(log, ZS_LOG_INFO, NULL, "model %s: KV store: host tier %.2f GiB, disk tier %s", out->name,
+                (double)cfg->kv_host_bytes / (1 << 30), zs_kvt_disk_path(out->kvt) ? zs_kvt_disk_path(out->kvt) : "off");
     zs_slog(log, ZS_LOG_INFO, NULL,
             "model %s: %s, %d layers, vocab %d, context %lld, KV %u blocks of %d, chat "
             "template: %s, keep-alive %s, loaded in %.3f s", out->name, zs_arch_name(mcfg->arch), mcfg->nlayers,
@@ -348,6 +387,7 @@ int zs_srv_model_load(const zs_server_model_cfg_t *mc, const zs_server_config_t 
             out->tmpl ? "yes" : "no", out->keep_alive_s > 0 ? "on" : "off", out->b->timeline.engine);
     return 0;
 fail_release:
+    if (out->kvt) zs_kvt_unbind(out->kvt); /* its engine goes now */
     zs_bundle_unload(out->b);
     zs_res_release(res, idx);
 fail:

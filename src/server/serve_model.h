@@ -7,6 +7,7 @@
 
 #include <pthread.h>
 
+#include "server/kv_tier.h"
 #include "server/log.h"
 #include "server/metrics.h"
 #include "server/residency.h"
@@ -33,6 +34,9 @@ typedef struct zs_startup {
     uint64_t bytes;
     double load_gbps;
     double pool_s, first_layer_s, weights_s, engine_s, first_token_s;
+    /* the triggering request's prompt KV: cached (GPU), restored (host, disk), computed */
+    int64_t kv_gpu_tokens, kv_host_tokens, kv_disk_tokens, kv_computed_tokens;
+    double kv_restore_s;
     int ok;                      /* 1 done, 0 in progress, -1 failed */
     char error[256];
 } zs_startup_t;
@@ -59,6 +63,7 @@ typedef struct zs_srv_model {
     const zs_slog_t *log;
     int pooled;                  /* the weights are in the hot pool */
     uint64_t kv_bytes;           /* device bytes of the KV cache */
+    zs_kvt_t *kvt;               /* KV warm start: the store below the GPU prefix cache */
 
     pthread_mutex_t smu;         /* start-up records */
     int smu_ready;

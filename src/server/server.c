@@ -36,6 +36,7 @@ int zs_server_create(const zs_server_config_t *cfg, zs_server_t **out, zs_err_t 
     s->cfg.host = dup_or_null(cfg->host, &oom);
     s->cfg.api_key = dup_or_null(cfg->api_key, &oom);
     s->cfg.pool_dir = dup_or_null(cfg->pool_dir, &oom);
+    s->cfg.kv_disk_dir = dup_or_null(cfg->kv_disk_dir, &oom);
     for (int i = 0; i < cfg->nmodels; i++) {
         s->cfg.models[i].name = dup_or_null(cfg->models[i].name, &oom);
         s->cfg.models[i].path = dup_or_null(cfg->models[i].path, &oom);

@@ -88,8 +88,11 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *out, size_t max) {
                 rc = sse_event(x, zs_oai_error_body(&e, NULL));
             } else {
                 rc = sse_event(x, zs_oai_chunk_json(&x->meta, 0, NULL, 0, o.finish, x->include_usage));
-                if (!rc && x->include_usage)
-                    rc = sse_event(x, zs_oai_usage_chunk_json(&x->meta, x->r->nprompt, o.ncompletion));
+                if (!rc && x->include_usage) {
+                    zs_oai_usage_t u;
+                    zs_sreq_usage(x->r, &o, &u);
+                    rc = sse_event(x, zs_oai_usage_chunk_json(&x->meta, &u));
+                }
             }
             if (rc) goto oom;
             size_t need = x->len + 14;

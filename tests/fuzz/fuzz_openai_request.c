@@ -64,9 +64,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t safe = zs_stop_safe_len(text, tlen, 0, r.stop, r.stop_len, r.nstop);
     assert(safe <= tlen);
     zs_oai_meta_t meta = {.kind = kind, .id = "cmpl-fuzz", .created = 1, .model = "m"};
-    check_json(zs_oai_completion_json(&meta, text, tlen, "stop", 3, 4));
+    zs_oai_usage_t u = {.prompt_tokens = 3, .completion_tokens = 4, .cached_tokens = 1, .has_kv = 1,
+                        .gpu_tokens = 1, .computed_tokens = 2, .restore_s = 0.5, .restore_bytes = 7};
+    check_json(zs_oai_completion_json(&meta, text, tlen, "stop", &u));
     check_json(zs_oai_chunk_json(&meta, 1, text, tlen, NULL, 1));
-    check_json(zs_oai_usage_chunk_json(&meta, 3, 4));
+    check_json(zs_oai_usage_chunk_json(&meta, &u));
     zs_oai_request_free(&r);
     return 0;
 }

@@ -94,7 +94,8 @@ static void test_export_import_same_continuation(void) {
     void *dst[NB];
     for (int i = 0; i < NB; i++) dst[i] = host + i * f.bb;
     uint64_t t = 0;
-    ZT_REQUIRE_MSG(zs_engine_kv_export(f.e, a, 0, NB, dst, &t, &err) == ZS_OK, "%s", err.msg);
+    int32_t idx[NB] = {0, 1, 2, 3};
+    ZT_REQUIRE_MSG(zs_engine_kv_export(f.e, a, idx, NB, dst, &t, &err) == ZS_OK, "%s", err.msg);
     ZT_CHECK(zs_engine_kv_export_done(f.e, t, 1, &err) == 1);
     int32_t gen_full[GEN], gen_part[GEN];
     ZT_REQUIRE(greedy(&f, a, full, gen_full, GEN, &err) == ZS_OK);
@@ -146,9 +147,10 @@ static void test_refusals(void) {
     for (int i = 0; i < 8; i++) dst[i] = (void *)(src[i] = host + i * f.bb);
     uint64_t t;
     zs_err_t e1 = {0}, e2 = {0}, e3 = {0}, e4 = {0}, e5 = {0};
-    ZT_CHECK(zs_engine_kv_export(f.e, s, 0, 2, dst, &t, &e1) == ZS_EINVAL); /* block 1 is partial */
+    int32_t idx[2] = {0, 1};
+    ZT_CHECK(zs_engine_kv_export(f.e, s, idx, 2, dst, &t, &e1) == ZS_EINVAL); /* block 1 is partial */
     ZT_CHECK_STR_CONTAINS(e1.msg, "full");
-    ZT_CHECK(zs_engine_kv_export(f.e, 99, 0, 1, dst, &t, &e2) == ZS_EINVAL);
+    ZT_CHECK(zs_engine_kv_export(f.e, 99, idx, 1, dst, &t, &e2) == ZS_EINVAL);
     ZT_CHECK(zs_engine_seq_import(f.e, s, src, 1, &e3) == ZS_EINVAL); /* length 6: not whole blocks */
     ZT_CHECK_STR_CONTAINS(e3.msg, "whole number");
     ZT_CHECK(zs_engine_seq_len(f.e, s) == 6);

@@ -38,34 +38,42 @@ static void test_prefix_cache(void) {
     int32_t a[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
     int32_t b[12] = {1, 2, 3, 4, 5, 6, 7, 9, 9, 10, 11, 12}; /* differs in block 1 */
     int32_t owner = -1;
-    ZT_CHECK(zs_pcache_match(&c, a, 12, 2, &owner) == 0 && owner == -1);
-    int32_t ia = zs_pcache_register(&c, 7, a, 3, 0);
+    zs_kv_ns_t ns, other;
+    ZT_REQUIRE(zs_kv_namespace("model", NULL, &ns, NULL) == ZS_OK);
+    ZT_REQUIRE(zs_kv_namespace("model", "tenant-b", &other, NULL) == ZS_OK);
+    ZT_CHECK(zs_pcache_match(&c, &ns, a, 12, 2, &owner) == 0 && owner == -1);
+    int32_t ia = zs_pcache_register(&c, &ns, 7, a, 3, 0);
     ZT_REQUIRE(ia >= 0);
-    ZT_CHECK(zs_pcache_match(&c, a, 12, 2, &owner) == 2 && owner == ia); /* capped */
-    ZT_CHECK(zs_pcache_match(&c, a, 12, 3, &owner) == 3);
-    ZT_CHECK(zs_pcache_match(&c, b, 12, 3, &owner) == 1 && owner == ia);
-    ZT_CHECK(zs_pcache_match(&c, a, 7, 3, &owner) == 1); /* only full blocks of the prompt */
+    ZT_CHECK(zs_pcache_match(&c, &ns, a, 12, 2, &owner) == 2 && owner == ia); /* capped */
+    ZT_CHECK(zs_pcache_match(&c, &ns, a, 12, 3, &owner) == 3);
+    /* another tenant's namespace never matches these blocks */
+    ZT_CHECK(zs_pcache_match(&c, &other, a, 12, 3, &owner) == 0 && owner == -1);
+    ZT_CHECK(zs_pcache_match(&c, &ns, b, 12, 3, &owner) == 1 && owner == ia);
+    ZT_CHECK(zs_pcache_match(&c, &ns, a, 7, 3, &owner) == 1); /* only full blocks of the prompt */
     ZT_CHECK(zs_pcache_lru_holder(&c) == -1);            /* a running request is not evictable */
-    int32_t ib = zs_pcache_register(&c, 9, b, 3, 1);
+    int32_t ib = zs_pcache_register(&c, &ns, 9, b, 3, 1);
     ZT_REQUIRE(ib >= 0 && ib != ia);
-    ZT_CHECK(zs_pcache_match(&c, b, 12, 3, &owner) == 3 && owner == ib);
+    ZT_CHECK(zs_pcache_match(&c, &ns, b, 12, 3, &owner) == 3 && owner == ib);
     ZT_CHECK(zs_pcache_lru_holder(&c) == ib);
     zs_pcache_rebind(&c, ia, 11, 1);
     ZT_CHECK(zs_pcache_owner_of(&c, 11) == ia && zs_pcache_owner_of(&c, 7) == -1);
     ZT_CHECK(zs_pcache_nholders(&c) == 2);
     /* dropping a's owner: the shared first block is taken over by b's owner */
     ZT_CHECK(zs_pcache_drop(&c, ia) == 11);
-    ZT_CHECK(zs_pcache_match(&c, a, 12, 3, &owner) == 1 && owner == ib);
+    ZT_CHECK(zs_pcache_match(&c, &ns, a, 12, 3, &owner) == 1 && owner == ib);
     ZT_CHECK(zs_pcache_drop(&c, ib) == 9);
-    ZT_CHECK(zs_pcache_match(&c, b, 12, 3, &owner) == 0 && c.nentries == 0);
+    ZT_CHECK(zs_pcache_match(&c, &ns, b, 12, 3, &owner) == 0 && c.nentries == 0);
     /* hash chain: equal blocks at different depths hash differently */
     int32_t z[8] = {1, 1, 1, 1, 1, 1, 1, 1};
     uint64_t h[2];
-    zs_pcache_hashes(z, 2, 4, h);
+    zs_pcache_hashes(&ns, z, 2, 4, h);
     ZT_CHECK(h[0] != h[1]);
+    uint64_t h2[2];
+    zs_pcache_hashes(&other, z, 2, 4, h2); /* and differently per namespace */
+    ZT_CHECK(h2[0] != h[0] && h2[1] != h[1]);
     /* owner slots run out: register refuses instead of overwriting */
-    for (int i = 0; i < 8; i++) ZT_CHECK(zs_pcache_register(&c, 100 + i, z, 2, 1) >= 0);
-    ZT_CHECK(zs_pcache_register(&c, 200, z, 2, 1) == -1);
+    for (int i = 0; i < 8; i++) ZT_CHECK(zs_pcache_register(&c, &ns, 100 + i, z, 2, 1) >= 0);
+    ZT_CHECK(zs_pcache_register(&c, &ns, 200, z, 2, 1) == -1);
     zs_pcache_destroy(&c);
 }
 
@@ -118,7 +126,8 @@ static void test_response_json(void) {
     ZT_CHECK_STR_CONTAINS(s, "\"content\":\"a\xEF\xBF\xBD" "b\"");
     ZT_CHECK(strstr(s, "usage") == NULL);
     free(s);
-    s = zs_oai_completion_json(&m, "hi", 2, "length", 3, 2);
+    zs_oai_usage_t u = {.prompt_tokens = 3, .completion_tokens = 2};
+    s = zs_oai_completion_json(&m, "hi", 2, "length", &u);
     ZT_REQUIRE(s != NULL);
     ZT_CHECK_STR_CONTAINS(s, "\"total_tokens\":5");
     ZT_CHECK_STR_CONTAINS(s, "\"finish_reason\":\"length\"");
