@@ -887,6 +887,7 @@ static void *sched_main(void *arg) {
         if (zs_gpu_set_device(s->o.cuda_device, &err) != 0)
             zs_slog(&s->log, ZS_LOG_ERROR, NULL, "model %s: %s", s->o.name, err.msg);
     }
+    update_gauges(s);
     for (;;) {
         pthread_mutex_lock(&s->mu);
         for (;;) {

@@ -1,0 +1,241 @@
+"""KV warm start in `zerostart serve` (CPU, tiny model, real HTTP): prefixes that left the GPU
+cache come back from the host tier, prefixes survive a restart on the disk tier, tenants
+(cache_salt) never share blocks, damaged or tampered block files are rejected and recomputed,
+SIGKILL during write-back leaves a store the next server opens cleanly, conversation turns
+prefill only their new message, many concurrent requests sharing a prefix all succeed — and
+greedy outputs are the same with and without the store. Assertions are on usage, metrics
+and files, never on timings."""
+import glob
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from server_util import Server, make_model_dir, serve_binary
+
+BS = 16  # the engine's KV block size
+
+
+@pytest.fixture()
+def zerostart(request):
+    return serve_binary(request)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    d, tok = make_model_dir(tmp_path_factory.mktemp("kvstore"))
+    return d, tok.get_vocab_size(with_added_tokens=True)
+
+
+def ids(n, seed, vocab):
+    rng = np.random.default_rng(seed)
+    return [int(x) for x in rng.integers(3, vocab - 3, size=n)]
+
+
+def complete(srv, prompt, salt=None, max_tokens=8):
+    body = {"model": "tiny", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0}
+    if salt is not None:
+        body["cache_salt"] = salt
+    st, _, b = srv.post("/v1/completions", body)
+    assert st == 200, b
+    r = json.loads(b)
+    return r["choices"][0]["text"], r["usage"]
+
+
+def kv(u):
+    return u["kv_cache"]
+
+
+def restored(u):
+    return kv(u)["host_tokens"] + kv(u)["disk_tokens"]
+
+
+TIGHT = ("--name", "tiny", "--kv-mem", "256K")  # 32 blocks: one 300-token request at a time
+
+
+def test_host_tier_brings_back_evicted_prefix(zerostart, model):
+    d, vocab = model
+    p, q = ids(300, 1, vocab), ids(300, 2, vocab)
+    with Server(zerostart, d, *TIGHT, "--kv-host", "16M") as srv:
+        t1, u1 = complete(srv, p)
+        assert u1["prompt_tokens_details"]["cached_tokens"] == 0 and kv(u1)["computed_tokens"] == 300
+        complete(srv, q)  # needs the KV cache: p's blocks leave the GPU for host memory
+        m = srv.metrics()
+        assert m['zerostart_kv_exported_blocks_total{model="tiny"}'] >= 18
+        assert m['zerostart_kv_store_host_blocks{model="tiny"}'] >= 18
+        t2, u2 = complete(srv, p)
+        assert kv(u2)["gpu_tokens"] == 0
+        assert kv(u2)["host_tokens"] == 288  # every full block but the one holding the last token
+        assert kv(u2)["computed_tokens"] == 12 and u2["prompt_tokens_details"]["cached_tokens"] == 288
+        assert kv(u2)["restore_s"] >= 0
+        assert t2 == t1
+        m = srv.metrics()
+        assert m['zerostart_kv_prompt_tokens_total{source="host"}'] >= 288
+        assert m["zerostart_kv_restore_seconds_count"] >= 1
+    with Server(zerostart, d, *TIGHT, "--kv-host", "0") as ref:  # no store: the reference
+        t3, u3 = complete(ref, p)
+        complete(ref, q)
+        t4, u4 = complete(ref, p)
+        assert restored(u4) == 0 and kv(u4)["computed_tokens"] == 300
+        assert t3 == t1 and t4 == t1
+
+
+def test_disk_tier_survives_restart(zerostart, model, tmp_path):
+    d, vocab = model
+    kvdir = str(tmp_path / "kv")
+    p = ids(300, 3, vocab)
+    args = TIGHT + ("--kv-host", "16M", "--kv-disk", kvdir)
+    with Server(zerostart, d, *args) as srv:
+        t1, u1 = complete(srv, p)
+        assert kv(u1)["computed_tokens"] == 300
+    # SIGTERM: the GPU cache's prefixes went to the store, the store to disk
+    files = glob.glob(os.path.join(kvdir, "*", "*", "*.kvb"))
+    assert len(files) >= 18, files
+    names = sorted(os.path.basename(f) for f in files)
+    with Server(zerostart, d, *args) as srv:
+        srv.wait_metric('zerostart_kv_store_disk_blocks{model="tiny"}', lambda v: v == len(files))
+        t2, u2 = complete(srv, p)
+        assert kv(u2)["disk_tokens"] == 288 and kv(u2)["gpu_tokens"] == 0
+        assert t2 == t1
+        assert srv.metrics()['zerostart_kv_prompt_tokens_total{source="disk"}'] == 288
+    # the same prompt names the same blocks in every process (stable keys, no seeds)
+    assert set(names) <= set(os.path.basename(f) for f in glob.glob(os.path.join(kvdir, "*", "*", "*.kvb")))
+
+
+def test_tenants_never_share(zerostart, model, tmp_path):
+    d, vocab = model
+    kvdir = str(tmp_path / "kv")
+    p = ids(200, 4, vocab)
+    args = ("--name", "tiny", "--kv-mem", "1M", "--kv-host", "16M", "--kv-disk", kvdir)
+    with Server(zerostart, d, *args) as srv:
+        ta, ua = complete(srv, p, salt="tenant-a")
+        assert ua["prompt_tokens_details"]["cached_tokens"] == 0
+        tb, ub = complete(srv, p, salt="tenant-b")  # same prompt, other tenant: nothing shared
+        assert ub["prompt_tokens_details"]["cached_tokens"] == 0
+        tn, un = complete(srv, p)  # no salt is a tenant of its own
+        assert un["prompt_tokens_details"]["cached_tokens"] == 0
+        ta2, ua2 = complete(srv, p, salt="tenant-a")
+        assert kv(ua2)["gpu_tokens"] == 192
+        assert ta == tb == tn == ta2
+        st, _, b = srv.post("/v1/completions", {"model": "tiny", "prompt": p, "cache_salt": 7})
+        assert st == 400 and b"cache_salt" in b
+        st, _, b = srv.post("/v1/completions", {"model": "tiny", "prompt": p, "cache_salt": ""})
+        assert st == 400
+    with Server(zerostart, d, *args) as srv:  # after a restart, from disk: still per tenant
+        _, uc = complete(srv, p, salt="tenant-c")
+        assert uc["prompt_tokens_details"]["cached_tokens"] == 0
+        _, ub2 = complete(srv, p, salt="tenant-b")
+        assert kv(ub2)["disk_tokens"] == 192
+
+
+def test_damaged_files_are_rejected(zerostart, model, tmp_path):
+    d, vocab = model
+    kvdir = str(tmp_path / "kv")
+    p = ids(300, 5, vocab)
+    args = TIGHT + ("--kv-host", "16M", "--kv-disk", kvdir)
+    with Server(zerostart, d, *args) as srv:
+        t1, _ = complete(srv, p)
+    files = sorted(glob.glob(os.path.join(kvdir, "*", "*", "*.kvb")))
+    assert len(files) >= 18
+    # one file with a flipped payload byte, one truncated, one with a forged header field
+    with open(files[0], "r+b") as f:
+        f.seek(300)
+        b = f.read(1)
+        f.seek(300)
+        f.write(bytes([b[0] ^ 0xFF]))
+    os.truncate(files[1], os.path.getsize(files[1]) // 2)
+    with open(files[2], "r+b") as f:
+        f.seek(80)  # the chain position, covered by the header checksum
+        f.write(b"\x07")
+    with Server(zerostart, d, *args) as srv:
+        t2, u2 = complete(srv, p)
+        assert t2 == t1  # whatever was restored is intact, the rest recomputed
+        m = srv.metrics()
+        assert m['zerostart_kv_store_rejected_files_total{model="tiny"}'] >= 2
+        # a damaged block ends the usable prefix: at most the blocks before the first damaged one
+        assert kv(u2)["computed_tokens"] + restored(u2) == 300
+    for f in files[:3]:
+        assert not os.path.exists(f) or os.path.getsize(f) > 0
+
+
+def test_sigkill_during_writeback(zerostart, model, tmp_path):
+    d, vocab = model
+    kvdir = str(tmp_path / "kv")
+    prompts = [ids(300, 10 + i, vocab) for i in range(6)]
+    args = TIGHT + ("--kv-host", "16M", "--kv-disk", kvdir)
+    srv = Server(zerostart, d, *args)
+    try:
+        outs = [complete(srv, p)[0] for p in prompts]  # each evicts the previous: write-backs queue
+    finally:
+        srv.proc.send_signal(signal.SIGKILL)
+        srv.stop()
+    with Server(zerostart, d, *args) as srv:
+        assert not glob.glob(os.path.join(kvdir, "*", "*", ".tmp-*"))  # crashed writers cleaned
+        for p, want in zip(prompts, outs):
+            got, u = complete(srv, p)
+            assert got == want
+            assert kv(u)["computed_tokens"] + restored(u) + kv(u)["gpu_tokens"] == 300
+
+
+def test_conversation_turns_prefill_only_the_new_message(zerostart, model):
+    d, _ = model
+    msgs = [{"role": "system", "content": "You are a helpful assistant. Answer briefly and politely."}]
+    turns = ["Hello, how are you today?", "What did the quick brown fox do?",
+             "In 2024 the server handled how many requests?", "def encode(self, text: str)",
+             "naïve café résumé"]
+
+    def chat(srv, history):
+        st, _, b = srv.post("/v1/chat/completions", {"model": "tiny", "messages": history,
+                                                     "max_tokens": 12, "temperature": 0})
+        assert st == 200, b
+        r = json.loads(b)
+        return r["choices"][0]["message"]["content"], r["usage"]
+
+    with Server(zerostart, d, "--name", "tiny", "--kv-mem", "1M") as srv:
+        history, prev_prompt, replies = list(msgs), 0, []
+        for i, t in enumerate(turns):
+            history.append({"role": "user", "content": t})
+            reply, u = chat(srv, history)
+            replies.append(reply)
+            if i > 0:  # everything before this turn's message came from the cache
+                assert u["prompt_tokens_details"]["cached_tokens"] >= (prev_prompt // BS) * BS - BS, (i, u)
+                assert kv(u)["computed_tokens"] < u["prompt_tokens"] - prev_prompt + 2 * BS, (i, u)
+            prev_prompt = u["prompt_tokens"]
+            history.append({"role": "assistant", "content": reply})
+    # the same conversation, each turn on a fresh server (nothing cached): same replies
+    history = list(msgs)
+    for i, t in enumerate(turns):
+        history.append({"role": "user", "content": t})
+        with Server(zerostart, d, "--name", "tiny", "--kv-mem", "1M", "--kv-host", "0") as ref:
+            reply, u = chat(ref, history)
+        assert u["prompt_tokens_details"]["cached_tokens"] == 0
+        assert reply == replies[i], i
+        history.append({"role": "assistant", "content": reply})
+
+
+def test_concurrent_requests_sharing_a_prefix(zerostart, model):
+    d, vocab = model
+    system = ids(160, 20, vocab)
+    prompts = [system + ids(40, 100 + i, vocab) for i in range(24)]
+    with Server(zerostart, d, "--name", "tiny", "--kv-mem", "512K", "--kv-host", "4M") as ref:
+        want = [complete(ref, p)[0] for p in prompts]  # one at a time
+    with Server(zerostart, d, "--name", "tiny", "--kv-mem", "512K", "--kv-host", "4M") as srv:
+        results = [None] * len(prompts)
+
+        def run(i):
+            results[i] = complete(srv, prompts[i])
+
+        th = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
+        for t in th:
+            t.start()
+        for t in th:
+            t.join()
+        assert [r[0] for r in results] == want
+        assert sum(r[1]["prompt_tokens_details"]["cached_tokens"] for r in results) >= 160 * 12
+        m = srv.metrics()
+        assert m['zerostart_kv_blocks_in_use{model="tiny"}'] == 0
