@@ -43,10 +43,9 @@ static uint64_t random_seed(zs_server_t *s) {
     return z ^ (z >> 31);
 }
 
-/* Fills r->prompt from the parsed request: chat template + encode, text encode, or ids. */
-static int build_prompt(zs_srv_model_t *m, zs_sreq_t *r, zs_oai_error_t *e) {
+int zs_build_prompt(const zs_srv_model_t *m, const zs_oai_req_t *q, int add_generation_prompt, int32_t **out,
+                    int32_t *nout, zs_oai_error_t *e) {
     zs_err_t err = {0};
-    const zs_oai_req_t *q = &r->oai;
     size_t n = 0;
     int32_t *ids = NULL;
     if (q->kind == ZS_OAI_CHAT) {
@@ -58,7 +57,7 @@ static int build_prompt(zs_srv_model_t *m, zs_sreq_t *r, zs_oai_error_t *e) {
         }
         char *text = NULL;
         size_t len = 0;
-        int rc = zs_chat_template_render(m->tmpl, q->messages, 1, NULL, &text, &len, &err);
+        int rc = zs_chat_template_render(m->tmpl, q->messages, add_generation_prompt, NULL, &text, &len, &err);
         if (rc != 0) {
             zs_oai_error_set(e, rc == ZS_ENOMEM ? 500 : 400,
                              rc == ZS_ENOMEM ? "server_error" : "invalid_request_error",
@@ -116,9 +115,14 @@ static int build_prompt(zs_srv_model_t *m, zs_sreq_t *r, zs_oai_error_t *e) {
                          (long long)m->ctx, n);
         return -1;
     }
-    r->prompt = ids;
-    r->nprompt = (int32_t)n;
+    *out = ids;
+    *nout = (int32_t)n;
     return 0;
+}
+
+/* Fills r->prompt from the parsed request: chat template + encode, text encode, or ids. */
+static int build_prompt(zs_srv_model_t *m, zs_sreq_t *r, zs_oai_error_t *e) {
+    return zs_build_prompt(m, &r->oai, 1, &r->prompt, &r->nprompt, e);
 }
 
 static enum MHD_Result handle_generate(zs_server_t *s, struct MHD_Connection *c, zs_conn_t *cc,
@@ -414,7 +418,8 @@ enum MHD_Result zs_route(zs_server_t *s, struct MHD_Connection *c, zs_conn_t *cc
     zs_srv_model_t *adm_unload = model_in_path(s, url, "/admin/models/", "/unload");
     int adm_pool = strcmp(url, "/admin/pool") == 0;
     int is_admin = adm_load || adm_unload || adm_pool;
-    if (!is_models && !is_model && !is_cmpl && !is_chat && !is_admin) {
+    int is_ctx = strncmp(url, "/v1/contexts", 12) == 0 && (url[12] == 0 || url[12] == '/');
+    if (!is_models && !is_model && !is_cmpl && !is_chat && !is_admin && !is_ctx) {
         zs_oai_error_set(&e, 404, "invalid_request_error", NULL, "not_found",
                          "no such endpoint: %s %.100s", method, url);
         return zs_http_error(s, c, cc, &e);
@@ -425,6 +430,7 @@ enum MHD_Result zs_route(zs_server_t *s, struct MHD_Connection *c, zs_conn_t *cc
                          "Incorrect or missing API key. Send it as 'Authorization: Bearer KEY'.");
         return zs_http_error(s, c, cc, &e);
     }
+    if (is_ctx) return zs_route_contexts(s, c, cc, url, method);
     if (is_admin) {
         if (adm_pool) {
             if (!get) goto bad_method;

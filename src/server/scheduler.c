@@ -17,7 +17,20 @@
 #include "server/textstop.h"
 
 /* A request's progress through KV reuse at admission. */
-enum { KV_NEW = 0, KV_FETCHING = 1, KV_READY = 2 };
+enum { KV_NEW = 0, KV_FETCHING = 1, KV_READY = 2, KV_RUNNING = 3 };
+
+/* Idle-time work: one prefix at a time (a registered context) brought into the GPU prefix
+ * cache and the store while no live request needs the engine. */
+typedef struct pre_job {
+    int active;
+    zs_ctx_t ctx;             /* copy of the registered context */
+    zs_kv_ns_t ns;
+    int phase;                /* KV_* */
+    zs_kvt_restore_t rs;
+    int32_t seq, gpu_blocks;
+    int64_t pos, restored;
+    double t0;
+} pre_job_t;
 
 struct zs_sched {
     zs_engine_t *e;           /* NULL while unloaded */
@@ -54,6 +67,7 @@ struct zs_sched {
     uint64_t kv_seen;         /* scheduler thread: kv_wake when last looked */
 
     /* scheduler thread only */
+    pre_job_t pre;            /* idle-time precompute */
     zs_sreq_t *fetch_head;    /* requests waiting for their blocks to be read from disk */
     int nfetch;               /* written by the scheduler thread under mu */
     zs_sreq_t **run;
@@ -464,6 +478,144 @@ static int32_t kv_import(zs_sched_t *s, zs_sreq_t *r, int32_t mb) {
     return rs->imported;
 }
 
+/* --- idle-time precompute of registered contexts -------------------------------------------- */
+
+/* Ends the precompute job: state READY / FAILED, or PENDING to requeue it (it gave its memory
+ * to live requests, or the model is going away). */
+static void pre_end(zs_sched_t *s, int state, const char *why) {
+    pre_job_t *p = &s->pre;
+    if (!p->active) return;
+    if (p->rs.job && p->seq >= 0 && s->e) (void)zs_engine_sync(s->e, NULL); /* imports read pinned copies */
+    if (p->rs.job) zs_kvt_restore_end(s->o.kvt, &p->rs);
+    if (p->seq >= 0 && s->e) (void)zs_engine_seq_free(s->e, p->seq, NULL);
+    int64_t cached = (int64_t)(p->ctx.n / s->bs) * s->bs;
+    zs_ctxreg_finish(s->o.contexts, p->ctx.id, state, cached, p->restored, zs_now() - p->t0, why);
+    if (state == ZS_CTX_READY)
+        zs_slog(&s->log, ZS_LOG_INFO, NULL, "model %s: context %s ready: %d tokens (%lld from the GPU cache, %lld "
+                "restored, the rest computed) in %.1f ms", s->o.name, p->ctx.id, p->ctx.n,
+                (long long)p->gpu_blocks * s->bs, (long long)p->restored, (zs_now() - p->t0) * 1e3);
+    else if (state == ZS_CTX_FAILED)
+        zs_slog(&s->log, ZS_LOG_WARN, NULL, "model %s: context %s failed: %s", s->o.name, p->ctx.id, why);
+    zs_ctx_free_copy(&p->ctx);
+    memset(p, 0, sizeof *p);
+    p->seq = -1;
+}
+
+/* Registers the computed context as a prefix-cache holder and copies it to the store. */
+static void pre_publish(zs_sched_t *s) {
+    pre_job_t *p = &s->pre;
+    int32_t nb = p->ctx.n / s->bs;
+    if (nb > 0) {
+        zs_kvt_export(s->o.kvt, s->e, p->seq, &p->ns, p->ctx.ids, nb, 1); /* durable: written through to disk */
+        int32_t idx = zs_pcache_register(&s->pc, &p->ns, p->seq, p->ctx.ids, nb, 1);
+        if (idx < 0) {
+            int32_t h = zs_pcache_lru_holder(&s->pc);
+            if (h >= 0) evict_holder(s, h);
+            idx = zs_pcache_register(&s->pc, &p->ns, p->seq, p->ctx.ids, nb, 1);
+        }
+        if (idx >= 0) p->seq = -1; /* the holder owns it now */
+    }
+    pre_end(s, ZS_CTX_READY, NULL);
+}
+
+/* One step of the precompute job, taking a pending context when there is none. Called only
+ * when no live request is queued or running, so a live request waits at most one step. */
+static void pre_step(zs_sched_t *s) {
+    pre_job_t *p = &s->pre;
+    zs_err_t err = {0};
+    if (!p->active) {
+        if (s->o.contexts == NULL || !zs_ctxreg_take(s->o.contexts, s->o.name, &p->ctx)) return;
+        p->active = 1;
+        p->seq = -1;
+        p->phase = KV_NEW;
+        p->t0 = zs_now();
+        for (int32_t i = 0; i < p->ctx.n; i++)
+            if (p->ctx.ids[i] < 0 || p->ctx.ids[i] >= s->V) {
+                pre_end(s, ZS_CTX_FAILED, "a token id is outside the model's vocabulary");
+                return;
+            }
+        if (p->ctx.n >= s->o.ctx) {
+            pre_end(s, ZS_CTX_FAILED, "longer than the model's context");
+            return;
+        }
+        if (zs_kvt_namespace(s->o.kvt, p->ctx.salt, &p->ns, &err) != 0) {
+            pre_end(s, ZS_CTX_FAILED, err.msg);
+            return;
+        }
+    }
+    const int32_t nb = p->ctx.n / s->bs;
+    int32_t owner = -1;
+    if (p->phase == KV_NEW) {
+        p->gpu_blocks = zs_pcache_match(&s->pc, &p->ns, p->ctx.ids, p->ctx.n, nb, &owner);
+        if (p->gpu_blocks == nb && p->ctx.n % s->bs == 0 && nb > 0) { /* all there: make it durable too */
+            zs_kvt_export(s->o.kvt, s->e, s->pc.owners[owner].seq, &p->ns, p->ctx.ids, nb, 1);
+            pre_end(s, ZS_CTX_READY, NULL);
+            return;
+        }
+        int rc = zs_kvt_restore_begin(s->o.kvt, &p->ns, p->ctx.ids, p->gpu_blocks, nb, kv_fetch_done, s, &p->rs, &err);
+        p->phase = rc == 1 && !zs_kvstore_job_finished(p->rs.job) ? KV_FETCHING : KV_READY;
+        return;
+    }
+    if (p->phase == KV_FETCHING) {
+        if (zs_kvstore_job_finished(p->rs.job)) p->phase = KV_READY;
+        return;
+    }
+    if (p->phase == KV_READY) {
+        int32_t mb = zs_pcache_match(&s->pc, &p->ns, p->ctx.ids, p->ctx.n, nb, &owner);
+        int64_t need = (p->ctx.n + s->bs - 1) / s->bs;
+        while (need - mb > free_budget(s)) {
+            int32_t h = zs_pcache_lru_holder(&s->pc);
+            if (h < 0) break;
+            evict_holder(s, h);
+            mb = zs_pcache_match(&s->pc, &p->ns, p->ctx.ids, p->ctx.n, nb, &owner);
+        }
+        if (need - mb > free_budget(s)) {
+            pre_end(s, ZS_CTX_FAILED, "does not fit in the KV cache");
+            return;
+        }
+        int rc = mb > 0 ? zs_engine_seq_fork_prefix(s->e, s->pc.owners[owner].seq, (int64_t)mb * s->bs, &p->seq, &err)
+                        : zs_engine_seq_new(s->e, &p->seq, &err);
+        if (rc != 0) {
+            p->seq = -1;
+            pre_end(s, ZS_CTX_FAILED, err.msg);
+            return;
+        }
+        int32_t imported = 0;
+        if (p->rs.job && mb == p->rs.from) {
+            int k = zs_kvt_restore_import(s->o.kvt, s->e, p->seq, &p->rs, &err);
+            imported = k > 0 ? k : 0;
+        }
+        p->gpu_blocks = mb;
+        p->restored = (int64_t)imported * s->bs;
+        p->pos = (int64_t)(mb + imported) * s->bs;
+        p->phase = KV_RUNNING;
+        zs_ctxreg_progress(s->o.contexts, p->ctx.id, p->pos);
+        if (p->pos >= p->ctx.n) pre_publish(s);
+        return;
+    }
+    /* KV_RUNNING: one forward step of the rest */
+    int64_t take = p->ctx.n - p->pos;
+    if (take > s->o.step_tokens) take = s->o.step_tokens;
+    zs_engine_item_t it = {.seq = p->seq, .ids = p->ctx.ids + p->pos, .n = (int32_t)take};
+    double t0 = zs_now();
+    if (zs_engine_forward(s->e, &it, 1, NULL, 0, &err) != 0) {
+        pre_end(s, ZS_CTX_FAILED, err.msg);
+        return;
+    }
+    zs_kvt_note_prefill(s->o.kvt, take, zs_now() - t0);
+    if (p->rs.job) zs_kvt_restore_end(s->o.kvt, &p->rs); /* the imports have been copied */
+    p->pos += take;
+    zs_ctxreg_progress(s->o.contexts, p->ctx.id, p->pos);
+    if (p->pos >= p->ctx.n) pre_publish(s);
+}
+
+/* Idle-time work is waiting for this model. */
+static int pre_pending(zs_sched_t *s) {
+    if (s->pre.active) /* reading from disk: the reader's callback wakes the scheduler */
+        return !(s->pre.phase == KV_FETCHING && !zs_kvstore_job_finished(s->pre.rs.job));
+    return s->o.contexts != NULL && zs_ctxreg_has_pending(s->o.contexts, s->o.name);
+}
+
 static void admit(zs_sched_t *s) {
     while (s->nrun < s->o.max_batch) {
         pthread_mutex_lock(&s->mu);
@@ -480,6 +632,10 @@ static void admit(zs_sched_t *s) {
         int32_t owner = -1;
         int32_t mb = zs_pcache_match(&s->pc, &r->s.ns, r->prompt, r->nprompt, maxb, &owner);
         int64_t avail = free_budget(s);
+        if (need - mb > avail && s->pre.active && s->pre.seq >= 0) { /* precompute yields its memory */
+            pre_end(s, ZS_CTX_PENDING, NULL);
+            avail = free_budget(s);
+        }
         while (need - mb > avail) {
             int32_t h = zs_pcache_lru_holder(&s->pc);
             if (h < 0) break;
@@ -708,9 +864,13 @@ static void kv_gauges(zs_model_gauges_t *g, const zs_kvt_stats_t *st) {
 static void update_gauges(zs_sched_t *s) {
     zs_kvt_stats_t kst;
     zs_kvt_stats(s->o.kvt, &kst);
+    int64_t cready = 0, cpending = 0;
+    uint64_t cdone = 0;
+    if (s->o.contexts) zs_ctxreg_counts(s->o.contexts, s->o.name, &cready, &cpending, &cdone);
     if (s->e == NULL) {
         pthread_mutex_lock(&s->mu);
         kv_gauges(&s->g, &kst);
+        s->g.ctx_ready = cready, s->g.ctx_pending = cpending, s->g.ctx_precomputed = (int64_t)cdone;
         s->g.queue = s->nwait + s->nfetch;
         s->g.running = s->nrun;
         s->g.kv_used = s->g.kv_in_use = s->g.kv_cached = s->g.kv_total = 0;
@@ -734,6 +894,7 @@ static void update_gauges(zs_sched_t *s) {
     }
     pthread_mutex_lock(&s->mu);
     kv_gauges(&s->g, &kst);
+    s->g.ctx_ready = cready, s->g.ctx_pending = cpending, s->g.ctx_precomputed = (int64_t)cdone;
     s->g.queue = s->nwait + s->nfetch;
     s->g.running = s->nrun;
     s->g.kv_used = used;
@@ -822,7 +983,9 @@ static void drop_cancelled_waiting(zs_sched_t *s) {
 
 static void sched_unload(zs_sched_t *s, const char *why) {
     set_state(s, ZS_MODEL_UNLOADING);
+    pre_end(s, ZS_CTX_PENDING, NULL);
     save_holders(s); /* the cached prefixes survive scale to zero in the store */
+    if (s->o.contexts) zs_ctxreg_requeue_model(s->o.contexts, s->o.name); /* back in the GPU at the next load */
     zs_kvt_unbind(s->o.kvt);
     if (s->pc_ready) zs_pcache_destroy(&s->pc); /* holder sequences die with the engine */
     s->pc_ready = 0;
@@ -902,6 +1065,8 @@ static void *sched_main(void *arg) {
                 pthread_cond_wait(&s->cv, &s->mu);
                 continue;
             }
+            if (s->e != NULL && st == ZS_MODEL_READY && !s->want_unload && !s->want_evict && pre_pending(s))
+                break; /* idle: compute registered contexts */
             if (!s->has_life) {
                 pthread_cond_wait(&s->cv, &s->mu);
                 continue;
@@ -952,6 +1117,7 @@ static void *sched_main(void *arg) {
             }
         collect_fetches(s);
         if (quit) {
+            pre_end(s, ZS_CTX_PENDING, NULL);
             save_holders(s); /* a restarted server finds them in the store */
             zs_kvt_unbind(s->o.kvt);
             break;
@@ -980,6 +1146,16 @@ static void *sched_main(void *arg) {
         handle_cancels(s);
         admit(s);
         step(s);
+        int did_pre = 0;
+        if (s->nrun == 0 && s->nfetch == 0) {
+            pthread_mutex_lock(&s->mu);
+            int waiting = s->wait_head != NULL;
+            pthread_mutex_unlock(&s->mu);
+            if (!waiting && pre_pending(s)) {
+                pre_step(s);
+                did_pre = 1;
+            }
+        }
         zs_kvt_poll(s->o.kvt, s->e, 0);
         update_gauges(s);
         if (s->nrun == 0) {
@@ -987,7 +1163,7 @@ static void *sched_main(void *arg) {
             if (s->wait_head == NULL) s->idle_since = zs_now();
             pthread_mutex_unlock(&s->mu);
         }
-        if (s->o.step_delay_ms > 0 && s->nrun > 0) {
+        if (s->o.step_delay_ms > 0 && (s->nrun > 0 || did_pre)) {
             struct timespec d = {s->o.step_delay_ms / 1000, (long)(s->o.step_delay_ms % 1000) * 1000000L};
             while (nanosleep(&d, &d) != 0 && errno == EINTR) {
             }
@@ -1014,6 +1190,7 @@ int zs_sched_create(zs_engine_t *e, const zs_tok_t *tok, const zs_sched_opts_t *
     if (s == NULL) return zs_err_set(err, ZS_ENOMEM, "scheduler: out of memory");
     s->tok = tok;
     s->o = *o;
+    s->pre.seq = -1;
     memcpy(s->eos, o->eos, (size_t)o->neos * sizeof *o->eos);
     s->o.eos = s->eos;
     s->m = m;
@@ -1065,6 +1242,12 @@ int zs_sched_create(zs_engine_t *e, const zs_tok_t *tok, const zs_sched_opts_t *
 }
 
 int zs_sched_state(zs_sched_t *s) { return atomic_load(&s->state); }
+
+void zs_sched_kick(zs_sched_t *s) {
+    pthread_mutex_lock(&s->mu);
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
 
 void zs_sched_request_load(zs_sched_t *s) {
     pthread_mutex_lock(&s->mu);

@@ -18,6 +18,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "server/contexts.h"
 #include "server/kv_tier.h"
 #include "server/log.h"
 #include "server/metrics.h"
@@ -124,6 +125,7 @@ typedef struct zs_sched_opts {
     double keep_alive_s;         /* idle seconds before unloading; <= 0 = never */
     int cuda_device;             /* made current on the thread at start; -1 = none */
     zs_kvt_t *kvt;               /* the model's KV warm start (store may be off); not owned */
+    zs_ctxreg_t *contexts;       /* registered contexts, computed while idle (may be NULL) */
 } zs_sched_opts_t;
 
 /* Model lifecycle states. */
@@ -152,6 +154,8 @@ int zs_sched_create(zs_engine_t *e, const zs_tok_t *tok, const zs_sched_opts_t *
                     zs_sched_t **out, zs_err_t *err);
 /* Current lifecycle state (ZS_MODEL_*). */
 int zs_sched_state(zs_sched_t *s);
+/* Wakes the scheduler: idle-time work arrived (a context was registered). */
+void zs_sched_kick(zs_sched_t *s);
 /* Asks the scheduler to load the model now (admin "load", pre-warming). */
 void zs_sched_request_load(zs_sched_t *s);
 /* Asks the scheduler to unload: persistent = 1 (admin): as soon as it is idle; 0 (another

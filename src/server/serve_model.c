@@ -291,7 +291,7 @@ static int estimate_footprint(const zs_server_model_cfg_t *mc, uint64_t *weights
 }
 
 int zs_srv_model_load(const zs_server_model_cfg_t *mc, const zs_server_config_t *cfg, int idx,
-                      uint32_t allowed, zs_res_t *res, zs_pool_t *pool, zs_metrics_t *m,
+                      uint32_t allowed, zs_res_t *res, zs_pool_t *pool, zs_ctxreg_t *contexts, zs_metrics_t *m,
                       const zs_slog_t *log, zs_srv_model_t *out, zs_err_t *err) {
     memset(out, 0, sizeof *out);
     int rc;
@@ -371,7 +371,7 @@ int zs_srv_model_load(const zs_server_model_cfg_t *mc, const zs_server_config_t 
                           .step_delay_ms = cfg->step_delay_ms, .ctx = ctx, .eos = out->eos,
                           .neos = out->neos, .keep_alive_s = out->keep_alive_s,
                           .cuda_device = out->bo.load.device.kind == ZS_DEV_CUDA ? out->bo.load.device.index : -1,
-                          .kvt = out->kvt};
+                          .kvt = out->kvt, .contexts = contexts};
     zs_sched_life_t life = {.ctx = out, .load = load_cb, .unload = unload_cb, .first_token = first_token_cb};
     if ((rc = zs_sched_create(e, out->tok, &so, &life, m, log, &out->sched, err))) goto fail_release;
     zs_res_set_sched(res, idx, out->sched);

@@ -7,6 +7,7 @@
 
 #include <pthread.h>
 
+#include "server/contexts.h"
 #include "server/kv_tier.h"
 #include "server/log.h"
 #include "server/metrics.h"
@@ -75,7 +76,7 @@ typedef struct zs_srv_model {
  * (unloading idle models of the server if needed), opens the bundle (through pool when not
  * NULL), and starts its scheduler with the lifecycle callbacks. */
 int zs_srv_model_load(const zs_server_model_cfg_t *mc, const zs_server_config_t *cfg, int idx,
-                      uint32_t allowed, zs_res_t *res, zs_pool_t *pool, zs_metrics_t *m,
+                      uint32_t allowed, zs_res_t *res, zs_pool_t *pool, zs_ctxreg_t *contexts, zs_metrics_t *m,
                       const zs_slog_t *log, zs_srv_model_t *out, zs_err_t *err);
 void zs_srv_model_free(zs_srv_model_t *m);
 /* The start-up records, oldest first, as a JSON array (malloc'd) or NULL. */

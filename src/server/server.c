@@ -1,7 +1,10 @@
 /* Server lifecycle: copies the configuration, loads the models, starts and stops the HTTP
  * layer, graceful shutdown (stop accepting, drain within the deadline, cancel the rest). */
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -65,6 +68,18 @@ int zs_server_create(const zs_server_config_t *cfg, zs_server_t **out, zs_err_t 
         zs_pool_opts_t po = {.dir = s->cfg.pool_dir, .capacity = s->cfg.pool_size};
         if ((rc = zs_pool_open(&po, &s->pool, err)) != 0) goto fail;
     }
+    /* registered contexts, kept next to the KV disk tier when there is one */
+    char ctx_path[4200];
+    if (s->cfg.kv_disk_dir) {
+        if (mkdir(s->cfg.kv_disk_dir, 0700) != 0 && errno != EEXIST) {
+            rc = zs_err_set(err, zs_status_from_errno(errno), "server: --kv-disk %s: %s", s->cfg.kv_disk_dir,
+                            strerror(errno));
+            goto fail;
+        }
+        snprintf(ctx_path, sizeof ctx_path, "%s/contexts.json", s->cfg.kv_disk_dir);
+    }
+    if ((rc = zs_ctxreg_init(&s->contexts, s->cfg.kv_disk_dir ? ctx_path : NULL, err)) != 0) goto fail;
+    s->contexts_ready = 1;
     /* devices and their budgets */
     uint32_t allowed[ZS_SERVER_MAX_MODELS] = {0};
     for (int i = 0; i < s->cfg.nmodels; i++) {
@@ -97,8 +112,8 @@ int zs_server_create(const zs_server_config_t *cfg, zs_server_t **out, zs_err_t 
     }
     for (int i = 0; i < s->cfg.nmodels; i++) {
         double t0 = zs_now();
-        rc = zs_srv_model_load(&s->cfg.models[i], &s->cfg, i, allowed[i], &s->res, s->pool, &s->metrics, &s->log,
-                               &s->models[i], err);
+        rc = zs_srv_model_load(&s->cfg.models[i], &s->cfg, i, allowed[i], &s->res, s->pool, &s->contexts,
+                               &s->metrics, &s->log, &s->models[i], err);
         if (rc) goto fail;
         s->nmodels++;
         zs_slog(&s->log, ZS_LOG_INFO, NULL, "model %s ready in %.3f s", s->models[i].name,
@@ -168,6 +183,7 @@ void zs_server_free(zs_server_t *s) {
         zs_srv_model_free(&s->models[i]);
     }
     if (s->res_ready) zs_res_destroy(&s->res);
+    if (s->contexts_ready) zs_ctxreg_destroy(&s->contexts);
     zs_pool_close(s->pool);
     if (s->metrics_ready) zs_metrics_destroy(&s->metrics);
     zs_server_config_free(&s->cfg);

@@ -9,6 +9,7 @@
 
 #include <microhttpd.h>
 
+#include "server/contexts.h"
 #include "server/log.h"
 #include "server/metrics.h"
 #include "server/openai_request.h"
@@ -27,6 +28,8 @@ struct zs_server {
     zs_pool_t *pool;             /* hot model pool; NULL without --pool-size */
     zs_res_t res;                /* device budgets, placement */
     int res_ready;
+    zs_ctxreg_t contexts;        /* registered contexts (POST /v1/contexts) */
+    int contexts_ready;
     struct MHD_Daemon *d;
     uint16_t port;
     atomic_int inflight;         /* HTTP requests between first callback and completion */
@@ -62,6 +65,14 @@ int zs_fd_peer_closed(int fd);
 int zs_http_start(zs_server_t *s, zs_err_t *err);
 void zs_http_quiesce(zs_server_t *s);    /* stop accepting connections */
 void zs_http_stop(zs_server_t *s);       /* close everything, join the threads */
+
+/* The prompt token ids of a parsed request (chat template + encode, text encode, or ids),
+ * validated against the model's vocabulary and context (router.c). */
+int zs_build_prompt(const zs_srv_model_t *m, const zs_oai_req_t *q, int add_generation_prompt, int32_t **ids,
+                    int32_t *n, zs_oai_error_t *e);
+/* /v1/contexts[/{id}] (route_contexts.c). */
+enum MHD_Result zs_route_contexts(zs_server_t *s, struct MHD_Connection *c, zs_conn_t *cc, const char *url,
+                                  const char *method);
 
 /* Dispatches a complete request (router.c). */
 enum MHD_Result zs_route(zs_server_t *s, struct MHD_Connection *c, zs_conn_t *cc,
