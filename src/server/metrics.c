@@ -256,6 +256,8 @@ char *zs_metrics_render(zs_metrics_t *m, const zs_model_gauges_t *g, int ng, siz
         G("zerostart_contexts_ready", "Registered contexts whose KV is computed.", ctx_ready),
         G("zerostart_contexts_pending", "Registered contexts waiting for idle time to be computed.", ctx_pending),
         C("zerostart_contexts_precomputed_total", "Context prefills run in idle time.", ctx_precomputed),
+        C("zerostart_kv_prefetches_total", "Predicted prefixes brought back into the GPU cache while idle.", kv_prefetches),
+        C("zerostart_kv_prefetched_blocks_total", "KV blocks those prefetches restored.", kv_prefetched_blocks),
 #undef G
 #undef C
     };

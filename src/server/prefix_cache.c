@@ -77,8 +77,21 @@ static void del_slot(zs_pcache_t *c, size_t i) {
     }
 }
 
+static int32_t match(zs_pcache_t *c, const zs_kv_ns_t *ns, const int32_t *ids, int64_t n, int32_t max_blocks,
+                     int32_t *owner, int touch);
+
 int32_t zs_pcache_match(zs_pcache_t *c, const zs_kv_ns_t *ns, const int32_t *ids, int64_t n,
                         int32_t max_blocks, int32_t *owner) {
+    return match(c, ns, ids, n, max_blocks, owner, 1);
+}
+
+int32_t zs_pcache_peek(zs_pcache_t *c, const zs_kv_ns_t *ns, const int32_t *ids, int64_t n, int32_t max_blocks) {
+    int32_t owner;
+    return match(c, ns, ids, n, max_blocks, &owner, 0);
+}
+
+static int32_t match(zs_pcache_t *c, const zs_kv_ns_t *ns, const int32_t *ids, int64_t n, int32_t max_blocks,
+                     int32_t *owner, int touch) {
     *owner = -1;
     int64_t nb = n / c->bs;
     if (nb > max_blocks) nb = max_blocks;
@@ -96,7 +109,7 @@ int32_t zs_pcache_match(zs_pcache_t *c, const zs_kv_ns_t *ns, const int32_t *ids
             memcmp(o->tokens, ids, ntok * sizeof *ids) == 0) {
             found = (int32_t)(b + 1);
             *owner = c->tab[s].owner;
-            o->last_use = ++c->clock;
+            if (touch) o->last_use = ++c->clock;
         }
     }
     free(h);

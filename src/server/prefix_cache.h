@@ -49,6 +49,8 @@ void zs_pcache_hashes(const zs_kv_ns_t *ns, const int32_t *ids, int32_t nblocks,
  * number of blocks (0 = none) and the owner index in *owner. */
 int32_t zs_pcache_match(zs_pcache_t *c, const zs_kv_ns_t *ns, const int32_t *ids, int64_t n,
                         int32_t max_blocks, int32_t *owner);
+/* Same without counting a use (the LRU order stays). */
+int32_t zs_pcache_peek(zs_pcache_t *c, const zs_kv_ns_t *ns, const int32_t *ids, int64_t n, int32_t max_blocks);
 /* Registers the first nblocks full blocks of ids under ns, held by engine sequence seq.
  * Hashes already present keep their owner. Returns the owner index, or -1 when there is no
  * room (nothing registered) or no memory. */

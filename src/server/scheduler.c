@@ -13,16 +13,23 @@
 
 #include "common/clock.h"
 #include "gpu/gpu_rt.h"
+#include "server/kv_predict.h"
 #include "server/prefix_cache.h"
 #include "server/textstop.h"
+
+/* A prefix seen this many times (decayed) is worth bringing back while idle. */
+#define PREDICT_MIN_COUNT 1.5
 
 /* A request's progress through KV reuse at admission. */
 enum { KV_NEW = 0, KV_FETCHING = 1, KV_READY = 2, KV_RUNNING = 3 };
 
-/* Idle-time work: one prefix at a time (a registered context) brought into the GPU prefix
- * cache and the store while no live request needs the engine. */
+/* Idle-time work: one prefix at a time brought into the GPU prefix cache while no live
+ * request needs the engine: a registered context (restored or computed, and stored), or a
+ * prefix the predictor expects next (restored from the store only). */
 typedef struct pre_job {
     int active;
+    int predicted;            /* 1: a prediction (ctx.ids is a copy, ctx.id empty) */
+    uint64_t entry;           /* the predictor's entry */
     zs_ctx_t ctx;             /* copy of the registered context */
     zs_kv_ns_t ns;
     int phase;                /* KV_* */
@@ -68,6 +75,8 @@ struct zs_sched {
 
     /* scheduler thread only */
     pre_job_t pre;            /* idle-time precompute */
+    zs_kvp_t *pred;           /* prefix prediction (created at the first bind) */
+    uint64_t prefetches, prefetched_blocks; /* under mu */
     zs_sreq_t *fetch_head;    /* requests waiting for their blocks to be read from disk */
     int nfetch;               /* written by the scheduler thread under mu */
     zs_sreq_t **run;
@@ -489,13 +498,23 @@ static void pre_end(zs_sched_t *s, int state, const char *why) {
     if (p->rs.job) zs_kvt_restore_end(s->o.kvt, &p->rs);
     if (p->seq >= 0 && s->e) (void)zs_engine_seq_free(s->e, p->seq, NULL);
     int64_t cached = (int64_t)(p->ctx.n / s->bs) * s->bs;
-    zs_ctxreg_finish(s->o.contexts, p->ctx.id, state, cached, p->restored, zs_now() - p->t0, why);
-    if (state == ZS_CTX_READY)
-        zs_slog(&s->log, ZS_LOG_INFO, NULL, "model %s: context %s ready: %d tokens (%lld from the GPU cache, %lld "
-                "restored, the rest computed) in %.1f ms", s->o.name, p->ctx.id, p->ctx.n,
-                (long long)p->gpu_blocks * s->bs, (long long)p->restored, (zs_now() - p->t0) * 1e3);
-    else if (state == ZS_CTX_FAILED)
-        zs_slog(&s->log, ZS_LOG_WARN, NULL, "model %s: context %s failed: %s", s->o.name, p->ctx.id, why);
+    double dt = zs_now() - p->t0;
+    if (p->predicted && state == ZS_CTX_READY && p->restored > 0) {
+        pthread_mutex_lock(&s->mu);
+        s->prefetches++;
+        s->prefetched_blocks += (uint64_t)(p->restored / s->bs);
+        pthread_mutex_unlock(&s->mu);
+        zs_slog(&s->log, ZS_LOG_DEBUG, NULL, "model %s: predicted prefix of %d tokens back in the GPU cache (%lld "
+                "restored) in %.1f ms", s->o.name, p->ctx.n, (long long)p->restored, dt * 1e3);
+    } else if (!p->predicted) {
+        zs_ctxreg_finish(s->o.contexts, p->ctx.id, state, cached, p->restored, dt, why);
+        if (state == ZS_CTX_READY)
+            zs_slog(&s->log, ZS_LOG_INFO, NULL, "model %s: context %s ready: %d tokens (%lld from the GPU cache, %lld "
+                    "restored, the rest computed) in %.1f ms", s->o.name, p->ctx.id, p->ctx.n,
+                    (long long)p->gpu_blocks * s->bs, (long long)p->restored, dt * 1e3);
+        else if (state == ZS_CTX_FAILED)
+            zs_slog(&s->log, ZS_LOG_WARN, NULL, "model %s: context %s failed: %s", s->o.name, p->ctx.id, why);
+    }
     zs_ctx_free_copy(&p->ctx);
     memset(p, 0, sizeof *p);
     p->seq = -1;
@@ -504,9 +523,10 @@ static void pre_end(zs_sched_t *s, int state, const char *why) {
 /* Registers the computed context as a prefix-cache holder and copies it to the store. */
 static void pre_publish(zs_sched_t *s) {
     pre_job_t *p = &s->pre;
-    int32_t nb = p->ctx.n / s->bs;
+    int32_t nb = (int32_t)(p->pos / s->bs);
     if (nb > 0) {
-        zs_kvt_export(s->o.kvt, s->e, p->seq, &p->ns, p->ctx.ids, nb, 1); /* durable: written through to disk */
+        if (!p->predicted) /* durable: written through to disk (a prediction came from the store) */
+            zs_kvt_export(s->o.kvt, s->e, p->seq, &p->ns, p->ctx.ids, nb, 1);
         int32_t idx = zs_pcache_register(&s->pc, &p->ns, p->seq, p->ctx.ids, nb, 1);
         if (idx < 0) {
             int32_t h = zs_pcache_lru_holder(&s->pc);
@@ -518,13 +538,43 @@ static void pre_publish(zs_sched_t *s) {
     pre_end(s, ZS_CTX_READY, NULL);
 }
 
+/* The best prediction whose prefix is not all in the GPU cache (a predicted prefix still in
+ * the GPU needs nothing; it is looked at again once it has left). */
+static int pick_prediction(zs_sched_t *s, zs_kvp_pred_t *out) {
+    if (s->pred == NULL || !zs_kvt_has_store(s->o.kvt) || !s->pc_ready) return 0;
+    zs_kvp_pred_t pr[4];
+    int n = zs_kvp_predict(s->pred, zs_now(), PREDICT_MIN_COUNT, pr, 4);
+    for (int i = 0; i < n; i++) {
+        if (zs_pcache_peek(&s->pc, &pr[i].ns, pr[i].ids, (int64_t)pr[i].nblocks * s->bs, pr[i].nblocks) <
+            pr[i].nblocks) {
+            *out = pr[i];
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* One step of the precompute job, taking a pending context when there is none. Called only
  * when no live request is queued or running, so a live request waits at most one step. */
 static void pre_step(zs_sched_t *s) {
     pre_job_t *p = &s->pre;
     zs_err_t err = {0};
     if (!p->active) {
-        if (s->o.contexts == NULL || !zs_ctxreg_take(s->o.contexts, s->o.name, &p->ctx)) return;
+        zs_kvp_pred_t pr;
+        if (s->o.contexts != NULL && zs_ctxreg_take(s->o.contexts, s->o.name, &p->ctx)) {
+            p->predicted = 0;
+        } else if (pick_prediction(s, &pr)) {
+            zs_kvp_mark_prefetched(s->pred, pr.entry); /* tried once per use, whatever happens */
+            int32_t n = pr.nblocks * s->bs;
+            if ((p->ctx.ids = malloc((size_t)n * sizeof *p->ctx.ids)) == NULL) return;
+            memcpy(p->ctx.ids, pr.ids, (size_t)n * sizeof *p->ctx.ids);
+            p->ctx.n = n;
+            p->predicted = 1;
+            p->entry = pr.entry;
+            p->ns = pr.ns;
+        } else {
+            return;
+        }
         p->active = 1;
         p->seq = -1;
         p->phase = KV_NEW;
@@ -538,7 +588,7 @@ static void pre_step(zs_sched_t *s) {
             pre_end(s, ZS_CTX_FAILED, "longer than the model's context");
             return;
         }
-        if (zs_kvt_namespace(s->o.kvt, p->ctx.salt, &p->ns, &err) != 0) {
+        if (!p->predicted && zs_kvt_namespace(s->o.kvt, p->ctx.salt, &p->ns, &err) != 0) {
             pre_end(s, ZS_CTX_FAILED, err.msg);
             return;
         }
@@ -548,11 +598,15 @@ static void pre_step(zs_sched_t *s) {
     if (p->phase == KV_NEW) {
         p->gpu_blocks = zs_pcache_match(&s->pc, &p->ns, p->ctx.ids, p->ctx.n, nb, &owner);
         if (p->gpu_blocks == nb && p->ctx.n % s->bs == 0 && nb > 0) { /* all there: make it durable too */
-            zs_kvt_export(s->o.kvt, s->e, s->pc.owners[owner].seq, &p->ns, p->ctx.ids, nb, 1);
+            if (!p->predicted) zs_kvt_export(s->o.kvt, s->e, s->pc.owners[owner].seq, &p->ns, p->ctx.ids, nb, 1);
             pre_end(s, ZS_CTX_READY, NULL);
             return;
         }
         int rc = zs_kvt_restore_begin(s->o.kvt, &p->ns, p->ctx.ids, p->gpu_blocks, nb, kv_fetch_done, s, &p->rs, &err);
+        if (rc != 1 && p->predicted) { /* nothing to bring back: a prediction is never computed */
+            pre_end(s, ZS_CTX_PENDING, NULL);
+            return;
+        }
         p->phase = rc == 1 && !zs_kvstore_job_finished(p->rs.job) ? KV_FETCHING : KV_READY;
         return;
     }
@@ -563,6 +617,10 @@ static void pre_step(zs_sched_t *s) {
     if (p->phase == KV_READY) {
         int32_t mb = zs_pcache_match(&s->pc, &p->ns, p->ctx.ids, p->ctx.n, nb, &owner);
         int64_t need = (p->ctx.n + s->bs - 1) / s->bs;
+        if (p->predicted) { /* only what the store holds: the restored blocks */
+            size_t ok = p->rs.job ? zs_kvstore_job_result(p->rs.job, NULL, NULL) : 0;
+            need = mb == p->rs.from ? mb + (int64_t)ok : mb;
+        }
         while (need - mb > free_budget(s)) {
             int32_t h = zs_pcache_lru_holder(&s->pc);
             if (h < 0) break;
@@ -589,8 +647,21 @@ static void pre_step(zs_sched_t *s) {
         p->restored = (int64_t)imported * s->bs;
         p->pos = (int64_t)(mb + imported) * s->bs;
         p->phase = KV_RUNNING;
+        if (p->predicted) { /* published once the imports have been copied (the next step) */
+            if (imported == 0) pre_end(s, ZS_CTX_PENDING, NULL);
+            return;
+        }
         zs_ctxreg_progress(s->o.contexts, p->ctx.id, p->pos);
         if (p->pos >= p->ctx.n) pre_publish(s);
+        return;
+    }
+    if (p->predicted) { /* KV_RUNNING: wait for the copies, then hold the blocks in the cache */
+        if (zs_engine_sync(s->e, &err) != 0) {
+            pre_end(s, ZS_CTX_FAILED, err.msg);
+            return;
+        }
+        if (p->rs.job) zs_kvt_restore_end(s->o.kvt, &p->rs);
+        pre_publish(s);
         return;
     }
     /* KV_RUNNING: one forward step of the rest */
@@ -613,7 +684,9 @@ static void pre_step(zs_sched_t *s) {
 static int pre_pending(zs_sched_t *s) {
     if (s->pre.active) /* reading from disk: the reader's callback wakes the scheduler */
         return !(s->pre.phase == KV_FETCHING && !zs_kvstore_job_finished(s->pre.rs.job));
-    return s->o.contexts != NULL && zs_ctxreg_has_pending(s->o.contexts, s->o.name);
+    if (s->o.contexts != NULL && zs_ctxreg_has_pending(s->o.contexts, s->o.name)) return 1;
+    zs_kvp_pred_t pr;
+    return pick_prediction(s, &pr);
 }
 
 static void admit(zs_sched_t *s) {
@@ -683,6 +756,7 @@ static void admit(zs_sched_t *s) {
         }
         u->computed_tokens = r->nprompt - r->s.pos;
         zs_kvt_note_request(s->o.kvt, u->gpu_tokens, u->computed_tokens);
+        if (s->pred) (void)zs_kvp_observe(s->pred, &r->s.ns, r->prompt, r->nprompt, zs_now());
         zs_metrics_prefix(s->m, r->s.pos);
         zs_metrics_kv_request(s->m, u->gpu_tokens, u->host_tokens, u->disk_tokens, u->computed_tokens,
                               imported > 0 ? u->restore_s : -1);
@@ -871,6 +945,7 @@ static void update_gauges(zs_sched_t *s) {
         pthread_mutex_lock(&s->mu);
         kv_gauges(&s->g, &kst);
         s->g.ctx_ready = cready, s->g.ctx_pending = cpending, s->g.ctx_precomputed = (int64_t)cdone;
+        s->g.kv_prefetches = (int64_t)s->prefetches, s->g.kv_prefetched_blocks = (int64_t)s->prefetched_blocks;
         s->g.queue = s->nwait + s->nfetch;
         s->g.running = s->nrun;
         s->g.kv_used = s->g.kv_in_use = s->g.kv_cached = s->g.kv_total = 0;
@@ -895,6 +970,7 @@ static void update_gauges(zs_sched_t *s) {
     pthread_mutex_lock(&s->mu);
     kv_gauges(&s->g, &kst);
     s->g.ctx_ready = cready, s->g.ctx_pending = cpending, s->g.ctx_precomputed = (int64_t)cdone;
+    s->g.kv_prefetches = (int64_t)s->prefetches, s->g.kv_prefetched_blocks = (int64_t)s->prefetched_blocks;
     s->g.queue = s->nwait + s->nfetch;
     s->g.running = s->nrun;
     s->g.kv_used = used;
@@ -934,6 +1010,10 @@ static int sched_bind(zs_sched_t *s, zs_engine_t *e) {
     free(s->bitmap);
     s->logits = logits;
     s->bitmap = bitmap;
+    if (s->pred == NULL) {
+        zs_kvp_opts_t po = {.block_size = kv->layout.block_size};
+        if (zs_kvp_create(&po, &s->pred) != 0) s->pred = NULL; /* no prediction: not fatal */
+    }
     s->e = e;
     s->V = V;
     s->bs = kv->layout.block_size;
@@ -1361,6 +1441,7 @@ void zs_sched_free(zs_sched_t *s) {
     }
     /* the thread finished every request; holders die with the engine */
     if (s->pc_ready) zs_pcache_destroy(&s->pc);
+    zs_kvp_free(s->pred);
     pthread_cond_destroy(&s->state_cv);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);

@@ -356,3 +356,20 @@ def test_precompute_yields_to_live_requests(zerostart, model):
         assert after["progress_tokens"] <= before + 2 * 16, (before, after)
         assert after["status"] != "ready"
         wait_context(srv, "long", "ready")
+
+
+def test_predicted_prefix_comes_back_while_idle(zerostart, model):
+    d, vocab = model
+    system = ids(160, 30, vocab)  # 10 blocks, asked for again and again
+    with Server(zerostart, d, "--name", "tiny", "--kv-mem", "512K", "--kv-host", "16M") as srv:
+        complete(srv, system + ids(40, 31, vocab))
+        _, u = complete(srv, system + ids(40, 32, vocab))
+        assert kv(u)["gpu_tokens"] == 160  # recurring now
+        complete(srv, ids(480, 33, vocab))
+        complete(srv, ids(480, 34, vocab))  # the system prompt's blocks left the GPU for the host tier
+        # idle: the predictor brings the recurring prefix back into the GPU cache
+        srv.wait_metric('zerostart_kv_prefetched_blocks_total{model="tiny"}', lambda v: v >= 10)
+        text, u = complete(srv, system + ids(40, 35, vocab))
+        assert kv(u)["gpu_tokens"] >= 160 and kv(u)["host_tokens"] == 0, u
+    with Server(zerostart, d, "--name", "tiny", "--kv-mem", "512K", "--kv-host", "0") as ref:
+        assert complete(ref, system + ids(40, 35, vocab))[0] == text

@@ -55,6 +55,7 @@ static void test_prefix_cache(void) {
     ZT_REQUIRE(ib >= 0 && ib != ia);
     ZT_CHECK(zs_pcache_match(&c, &ns, b, 12, 3, &owner) == 3 && owner == ib);
     ZT_CHECK(zs_pcache_lru_holder(&c) == ib);
+    ZT_CHECK(zs_pcache_peek(&c, &ns, b, 12, 3) == 3 && zs_pcache_peek(&c, &other, b, 12, 3) == 0);
     zs_pcache_rebind(&c, ia, 11, 1);
     ZT_CHECK(zs_pcache_owner_of(&c, 11) == ia && zs_pcache_owner_of(&c, 7) == -1);
     ZT_CHECK(zs_pcache_nholders(&c) == 2);
