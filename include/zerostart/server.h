@@ -16,6 +16,7 @@ extern "C" {
 #endif
 
 #define ZS_SERVER_MAX_MODELS 16
+#define ZS_SERVER_MAX_API_KEYS 64
 
 typedef struct zs_server_model_cfg {
     char *name;                  /* served model id ("model" in requests) */
@@ -36,7 +37,10 @@ typedef void (*zs_log_fn)(void *ctx, zs_log_level_t level, const char *line);
 typedef struct zs_server_config {
     char *host;                  /* bind address; default "127.0.0.1" */
     uint16_t port;               /* 0 = any free port (see zs_server_port) */
-    char *api_key;               /* NULL = no authentication */
+    char *api_keys[ZS_SERVER_MAX_API_KEYS]; /* none = no authentication; each key is a tenant of
+                                               the KV cache (its blocks are not shared with
+                                               another key's requests) */
+    int napi_keys;
     int max_queue;               /* waiting requests per model before 503; default 256 */
     int max_batch;               /* running sequences per model; default 64 */
     int step_tokens;             /* token budget of one scheduler step; default 256 */
@@ -73,7 +77,9 @@ int zs_server_parse_device(const char *s, zs_device_t *dev, int *any, zs_err_t *
 /* Adds a model (strings are copied). */
 int zs_server_config_add_model(zs_server_config_t *c, const char *name, const char *path,
                                zs_err_t *err);
-/* Reads a JSON config file: {"host", "port", "api_key", "max_queue", "max_batch",
+/* Adds an API key (copied). */
+int zs_server_config_add_api_key(zs_server_config_t *c, const char *key, zs_err_t *err);
+/* Reads a JSON config file: {"host", "port", "api_key", "api_keys", "max_queue", "max_batch",
  * "step_tokens", "max_body", "shutdown_timeout", "pool_size", "pool_dir", "keep_alive",
  * "device_mem", "kv_host", "kv_disk", "kv_disk_size",
  * "models": [{"name", "path", "device", "ctx", "kv_mem", "keep_alive"}]};

@@ -18,7 +18,8 @@ static void usage(FILE *f) {
             "  --host H               bind address (default 127.0.0.1)\n"
             "  --port P               port (default 8000; 0 = any free port)\n"
             "  --device cpu|cuda:N    where the weights and the engine run (default cuda:0 if usable, else cpu)\n"
-            "  --api-key KEY          require 'Authorization: Bearer KEY' on /v1 (or $ZEROSTART_API_KEY)\n"
+            "  --api-key KEY          require 'Authorization: Bearer KEY' on /v1 (or $ZEROSTART_API_KEY);\n"
+            "                         repeat for several keys: each is a tenant of the KV cache\n"
             "  --max-queue N          waiting requests per model before 503 (default 256)\n"
             "  --max-batch N          running sequences per model (default 64)\n"
             "  --step-tokens N        tokens per scheduler step (default 256)\n"
@@ -155,11 +156,15 @@ int zs_cmd_serve(int argc, char **argv) {
                 goto out;
             }
         }
-        else if (strcmp(o, "--host") == 0 || strcmp(o, "--api-key") == 0) {
-            char **dst = strcmp(o, "--host") == 0 ? &cfg.host : &cfg.api_key;
-            free(*dst);
-            if ((*dst = strdup(v)) == NULL) {
+        else if (strcmp(o, "--host") == 0) {
+            free(cfg.host);
+            if ((cfg.host = strdup(v)) == NULL) {
                 fprintf(stderr, "zerostart serve: out of memory\n");
+                goto out;
+            }
+        } else if (strcmp(o, "--api-key") == 0) {
+            if (zs_server_config_add_api_key(&cfg, v, &err) != 0) {
+                fprintf(stderr, "zerostart serve: --api-key: %s\n", err.msg);
                 goto out;
             }
         } else if (strcmp(o, "--log-level") == 0) {
@@ -189,7 +194,11 @@ int zs_cmd_serve(int argc, char **argv) {
         }
         if (!port_given) cfg.port = file.port;
         if (cfg.host == NULL) cfg.host = file.host, file.host = NULL;
-        if (cfg.api_key == NULL) cfg.api_key = file.api_key, file.api_key = NULL;
+        if (cfg.napi_keys == 0) { /* keys given on the command line replace the file's */
+            for (int k = 0; k < file.napi_keys; k++) cfg.api_keys[k] = file.api_keys[k];
+            cfg.napi_keys = file.napi_keys;
+            file.napi_keys = 0;
+        }
         zs_server_config_t def;
         zs_server_config_init(&def);
         if (cfg.max_queue == def.max_queue) cfg.max_queue = file.max_queue;
@@ -230,9 +239,9 @@ int zs_cmd_serve(int argc, char **argv) {
         usage(stderr);
         goto out;
     }
-    if (cfg.api_key == NULL && getenv("ZEROSTART_API_KEY") && *getenv("ZEROSTART_API_KEY") &&
-        (cfg.api_key = strdup(getenv("ZEROSTART_API_KEY"))) == NULL) {
-        fprintf(stderr, "zerostart serve: out of memory\n");
+    if (cfg.napi_keys == 0 && getenv("ZEROSTART_API_KEY") && *getenv("ZEROSTART_API_KEY") &&
+        zs_server_config_add_api_key(&cfg, getenv("ZEROSTART_API_KEY"), &err) != 0) {
+        fprintf(stderr, "zerostart serve: $ZEROSTART_API_KEY: %s\n", err.msg);
         goto out;
     }
     if (ka_given) cfg.keep_alive_s = keep_alive; /* the default of every model without its own */

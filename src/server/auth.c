@@ -16,3 +16,11 @@ int zs_auth_check(const char *key, const char *hdr) {
     for (size_t i = 0; i < b; i++) diff |= (unsigned char)(key[i] ^ (i < a ? tok[i] : 0));
     return diff == 0;
 }
+
+int zs_auth_match(char *const *keys, int n, const char *hdr) {
+    if (n <= 0) return 0;
+    int found = -1;
+    for (int i = 0; i < n; i++)
+        if (zs_auth_check(keys[i], hdr) && found < 0) found = i;
+    return found;
+}

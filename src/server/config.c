@@ -36,7 +36,8 @@ int zs_server_parse_device(const char *s, zs_device_t *dev, int *any, zs_err_t *
 
 void zs_server_config_free(zs_server_config_t *c) {
     free(c->host);
-    free(c->api_key);
+    for (int i = 0; i < c->napi_keys; i++) free(c->api_keys[i]);
+    c->napi_keys = 0;
     free(c->pool_dir);
     c->pool_dir = NULL;
     free(c->kv_disk_dir);
@@ -45,8 +46,23 @@ void zs_server_config_free(zs_server_config_t *c) {
         free(c->models[i].name);
         free(c->models[i].path);
     }
-    c->host = c->api_key = NULL;
+    c->host = NULL;
     c->nmodels = 0;
+}
+
+int zs_server_config_add_api_key(zs_server_config_t *c, const char *key, zs_err_t *err) {
+    if (key == NULL || key[0] == '\0' || strlen(key) > 4096)
+        return zs_err_set(err, ZS_EINVAL, "config: an API key must be 1 to 4096 characters");
+    for (const char *p = key; *p; p++)
+        if ((unsigned char)*p <= ' ' || (unsigned char)*p == 127)
+            return zs_err_set(err, ZS_EINVAL, "config: an API key must not contain spaces or control characters");
+    for (int i = 0; i < c->napi_keys; i++)
+        if (strcmp(c->api_keys[i], key) == 0) return 0;
+    if (c->napi_keys >= ZS_SERVER_MAX_API_KEYS)
+        return zs_err_set(err, ZS_ERANGE, "config: more than %d API keys", ZS_SERVER_MAX_API_KEYS);
+    if ((c->api_keys[c->napi_keys] = strdup(key)) == NULL) return zs_err_set(err, ZS_ENOMEM, "config: out of memory");
+    c->napi_keys++;
+    return 0;
 }
 
 static int name_ok(const char *s) {
@@ -163,7 +179,19 @@ int zs_server_config_load_json(zs_server_config_t *c, const char *json, size_t l
     }
     json_object_foreach(root, key, val) {
         if (strcmp(key, "host") == 0) rc = set_str(&c->host, val, what, key, err);
-        else if (strcmp(key, "api_key") == 0) rc = set_str(&c->api_key, val, what, key, err);
+        else if (strcmp(key, "api_key") == 0) {
+            if (!json_is_string(val)) rc = zs_err_set(err, ZS_EINVAL, "%s: 'api_key' must be a string", what);
+            else rc = zs_server_config_add_api_key(c, json_string_value(val), err);
+        } else if (strcmp(key, "api_keys") == 0) {
+            size_t i;
+            json_t *k;
+            if (!json_is_array(val)) rc = zs_err_set(err, ZS_EINVAL, "%s: 'api_keys' must be an array of strings", what);
+            json_array_foreach(val, i, k) {
+                if (rc) break;
+                if (!json_is_string(k)) rc = zs_err_set(err, ZS_EINVAL, "%s: api_keys[%zu] must be a string", what, i);
+                else rc = zs_server_config_add_api_key(c, json_string_value(k), err);
+            }
+        }
         else if (strcmp(key, "port") == 0) {
             if (!(rc = get_int(val, what, key, 0, 65535, &v, err))) c->port = (uint16_t)v;
         } else if (strcmp(key, "max_queue") == 0) {

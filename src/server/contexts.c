@@ -111,6 +111,12 @@ static int find(const zs_ctxreg_t *g, const char *id) {
     return -1;
 }
 
+static int visible(const zs_ctx_t *c, const char *tenant) {
+    if (tenant == NULL || tenant[0] == '\0') return 1;
+    return c->salt != NULL && strncmp(c->salt, tenant, strlen(tenant)) == 0 &&
+           (c->salt[strlen(tenant)] == '\0' || c->salt[strlen(tenant)] == '/');
+}
+
 static json_t *ctx_obj(const zs_ctx_t *c) {
     json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:s, s:I, s:b}", "id", c->id, "object", "context", "model",
                           c->model, "tokens", (json_int_t)c->n, "created", (json_int_t)c->created, "status",
@@ -332,9 +338,10 @@ int zs_ctxreg_add(zs_ctxreg_t *g, const char *name, const char *model, const int
     return rc;
 }
 
-int zs_ctxreg_delete(zs_ctxreg_t *g, const char *id) {
+int zs_ctxreg_delete(zs_ctxreg_t *g, const char *id, const char *tenant) {
     pthread_mutex_lock(&g->mu);
     int i = find(g, id);
+    if (i >= 0 && !visible(g->v[i], tenant)) i = -1;
     if (i >= 0) {
         ctx_free(g->v[i]);
         memmove(&g->v[i], &g->v[i + 1], (size_t)(g->n - i - 1) * sizeof g->v[0]);
@@ -345,20 +352,21 @@ int zs_ctxreg_delete(zs_ctxreg_t *g, const char *id) {
     return i >= 0;
 }
 
-char *zs_ctxreg_get_json(zs_ctxreg_t *g, const char *id, int *found) {
+char *zs_ctxreg_get_json(zs_ctxreg_t *g, const char *id, const char *tenant, int *found) {
     pthread_mutex_lock(&g->mu);
     int i = find(g, id);
+    if (i >= 0 && !visible(g->v[i], tenant)) i = -1;
     *found = i >= 0;
     char *t = i >= 0 ? dump(ctx_obj(g->v[i])) : NULL;
     pthread_mutex_unlock(&g->mu);
     return t;
 }
 
-char *zs_ctxreg_list_json(zs_ctxreg_t *g, const char *model) {
+char *zs_ctxreg_list_json(zs_ctxreg_t *g, const char *model, const char *tenant) {
     json_t *data = json_array();
     pthread_mutex_lock(&g->mu);
     for (int i = 0; data && i < g->n; i++) {
-        if (model && strcmp(g->v[i]->model, model) != 0) continue;
+        if ((model && strcmp(g->v[i]->model, model) != 0) || !visible(g->v[i], tenant)) continue;
         if (json_array_append_new(data, ctx_obj(g->v[i])) != 0) {
             json_decref(data);
             data = NULL;

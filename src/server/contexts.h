@@ -73,11 +73,13 @@ int zs_ctxreg_load_json(zs_ctxreg_t *g, const char *json, size_t len, const char
  * is returned in *json (malloc'd) when json is not NULL. */
 int zs_ctxreg_add(zs_ctxreg_t *g, const char *name, const char *model, const int32_t *ids, int32_t n,
                   const char *salt, char **json, zs_err_t *err);
+/* tenant (may be NULL or ""): only contexts whose cache salt begins with it are visible —
+ * an API key sees the contexts registered with it. */
 /* Removes a context: 1 removed, 0 unknown. */
-int zs_ctxreg_delete(zs_ctxreg_t *g, const char *id);
+int zs_ctxreg_delete(zs_ctxreg_t *g, const char *id, const char *tenant);
 /* JSON of one context (NULL when unknown or out of memory) / of all, or those of one model. */
-char *zs_ctxreg_get_json(zs_ctxreg_t *g, const char *id, int *found);
-char *zs_ctxreg_list_json(zs_ctxreg_t *g, const char *model);
+char *zs_ctxreg_get_json(zs_ctxreg_t *g, const char *id, const char *tenant, int *found);
+char *zs_ctxreg_list_json(zs_ctxreg_t *g, const char *model, const char *tenant);
 
 /* For a model's scheduler: the oldest pending context of model, marked COMPUTING, copied into
  * *out (free with zs_ctx_free_copy). 1 when one was taken, 0 when none. */

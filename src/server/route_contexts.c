@@ -42,7 +42,11 @@ static enum MHD_Result create(zs_server_t *s, struct MHD_Connection *c, zs_conn_
     }
     zs_err_t err = {0};
     char *json = NULL;
-    int rc = zs_ctxreg_add(&s->contexts, q.name, m->name, ids, n, q.oai.cache_salt, &json, &err);
+    int oom = 0;
+    char *salt = zs_tenant_salt(cc, q.oai.cache_salt, &oom); /* requests of the same tenant find it */
+    int rc = oom ? zs_err_set(&err, ZS_ENOMEM, "out of memory")
+                 : zs_ctxreg_add(&s->contexts, q.name, m->name, ids, n, salt, &json, &err);
+    free(salt);
     free(ids);
     zs_ctx_request_free(&q);
     if (rc == ZS_EBUSY) {
@@ -76,15 +80,15 @@ enum MHD_Result zs_route_contexts(zs_server_t *s, struct MHD_Connection *c, zs_c
     }
     if (id == NULL && get) {
         const char *model = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "model");
-        return send_body(s, c, cc, 200, zs_ctxreg_list_json(&s->contexts, model));
+        return send_body(s, c, cc, 200, zs_ctxreg_list_json(&s->contexts, model, cc->tenant));
     }
     if (id != NULL && (get || del)) {
         int found = 0;
-        char *json = zs_ctxreg_get_json(&s->contexts, id, &found);
+        char *json = zs_ctxreg_get_json(&s->contexts, id, cc->tenant, &found);
         if (found && del) {
             free(json);
             json = NULL;
-            found = zs_ctxreg_delete(&s->contexts, id);
+            found = zs_ctxreg_delete(&s->contexts, id, cc->tenant);
             if (found) {
                 zs_slog(&s->log, ZS_LOG_INFO, cc->rid, "context %.64s deleted", id);
                 json_t *o = json_pack("{s:s, s:s, s:b}", "id", id, "object", "context.deleted", "deleted", 1);

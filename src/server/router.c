@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include <jansson.h>
+#include <openssl/evp.h>
 
 #include "common/clock.h"
 #include "server/auth.h"
@@ -41,6 +42,19 @@ static uint64_t random_seed(zs_server_t *s) {
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     return z ^ (z >> 31);
+}
+
+char *zs_tenant_salt(const zs_conn_t *cc, const char *cache_salt, int *oom) {
+    *oom = 0;
+    size_t a = strlen(cc->tenant), b = cache_salt ? strlen(cache_salt) : 0;
+    if (a == 0 && b == 0) return NULL;
+    char *t = malloc(a + b + 2);
+    if (t == NULL) {
+        *oom = 1;
+        return NULL;
+    }
+    snprintf(t, a + b + 2, "%s%s%s", cc->tenant, a && b ? "/" : "", b ? cache_salt : "");
+    return t;
 }
 
 int zs_build_prompt(const zs_srv_model_t *m, const zs_oai_req_t *q, int add_generation_prompt, int32_t **out,
@@ -142,10 +156,9 @@ static enum MHD_Result handle_generate(zs_server_t *s, struct MHD_Connection *c,
         ERR(404, "invalid_request_error", "model", "model_not_found",
             "The model '%.100s' does not exist", q->model);
     if (build_prompt(m, r, &e) != 0) goto fail;
-    if (q->cache_salt) {
-        r->cache_salt = q->cache_salt; /* taken over */
-        q->cache_salt = NULL;
-    }
+    int oom = 0;
+    r->cache_salt = zs_tenant_salt(cc, q->cache_salt, &oom);
+    if (oom) ERR(500, "server_error", NULL, NULL, "out of memory");
     int64_t room = m->ctx - r->nprompt;
     if (q->max_tokens > room)
         ERR(400, "invalid_request_error", "max_tokens",
@@ -424,8 +437,16 @@ enum MHD_Result zs_route(zs_server_t *s, struct MHD_Connection *c, zs_conn_t *cc
                          "no such endpoint: %s %.100s", method, url);
         return zs_http_error(s, c, cc, &e);
     }
-    if (!zs_auth_check(s->cfg.api_key,
-                       MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization"))) {
+    int key = zs_auth_match(s->cfg.api_keys, s->cfg.napi_keys,
+                            MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization"));
+    if (key >= 0 && s->cfg.napi_keys > 0) {
+        unsigned char md[32];
+        unsigned int mdl = 0;
+        EVP_Digest(s->cfg.api_keys[key], strlen(s->cfg.api_keys[key]), md, &mdl, EVP_sha256(), NULL);
+        snprintf(cc->tenant, sizeof cc->tenant, "key-");
+        for (int i = 0; i < 16; i++) snprintf(cc->tenant + 4 + 2 * i, 3, "%02x", md[i]);
+    }
+    if (key < 0) {
         zs_oai_error_set(&e, 401, "invalid_request_error", NULL, "invalid_api_key",
                          "Incorrect or missing API key. Send it as 'Authorization: Bearer KEY'.");
         return zs_http_error(s, c, cc, &e);

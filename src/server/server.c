@@ -37,7 +37,7 @@ int zs_server_create(const zs_server_config_t *cfg, zs_server_t **out, zs_err_t 
     s->cfg = *cfg;
     int oom = 0;
     s->cfg.host = dup_or_null(cfg->host, &oom);
-    s->cfg.api_key = dup_or_null(cfg->api_key, &oom);
+    for (int i = 0; i < cfg->napi_keys; i++) s->cfg.api_keys[i] = dup_or_null(cfg->api_keys[i], &oom);
     s->cfg.pool_dir = dup_or_null(cfg->pool_dir, &oom);
     s->cfg.kv_disk_dir = dup_or_null(cfg->kv_disk_dir, &oom);
     for (int i = 0; i < cfg->nmodels; i++) {

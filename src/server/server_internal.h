@@ -48,7 +48,12 @@ typedef struct zs_conn {
     int status;                  /* status sent, for the log line */
     char method[12];
     char url[160];
+    char tenant[48];             /* "key-<hex>" of the API key used; "" without authentication */
 } zs_conn_t;
+
+/* The KV-cache salt of a request: its API key's tenant and its cache_salt (either may be
+ * absent); malloc'd, NULL for "shared" (and when out of memory: *oom set). */
+char *zs_tenant_salt(const zs_conn_t *cc, const char *cache_salt, int *oom);
 
 /* Queues a response with a malloc'd body (taken over, also on failure). */
 enum MHD_Result zs_http_send(zs_server_t *s, struct MHD_Connection *c, zs_conn_t *cc, int status,

@@ -50,7 +50,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             for (int32_t k = 0; k < c->n; k++) assert(c->ids[k] >= 0);
             assert(c->state == ZS_CTX_PENDING);
         }
-        check_json(zs_ctxreg_list_json(&g, NULL));
+        check_json(zs_ctxreg_list_json(&g, NULL, NULL));
+        check_json(zs_ctxreg_list_json(&g, NULL, "key-ab"));
         zs_ctx_t t;
         if (zs_ctxreg_take(&g, g.n ? g.v[0]->model : "m", &t)) zs_ctx_free_copy(&t);
     } else {

@@ -373,3 +373,32 @@ def test_predicted_prefix_comes_back_while_idle(zerostart, model):
         assert kv(u)["gpu_tokens"] >= 160 and kv(u)["host_tokens"] == 0, u
     with Server(zerostart, d, "--name", "tiny", "--kv-mem", "512K", "--kv-host", "0") as ref:
         assert complete(ref, system + ids(40, 35, vocab))[0] == text
+
+
+def test_api_keys_are_tenants(zerostart, model):
+    d, vocab = model
+    p = ids(120, 40, vocab)
+    body = {"model": "tiny", "prompt": p, "max_tokens": 4, "temperature": 0}
+
+    def post(srv, key, path="/v1/completions", b=body):
+        st, _, r = srv.post(path, b, headers={"Authorization": "Bearer " + key})
+        return st, json.loads(r)
+
+    with Server(zerostart, d, "--name", "tiny", "--kv-mem", "1M", "--api-key", "key-one", "--api-key", "key-two") as srv:
+        st, r1 = post(srv, "key-one")
+        assert st == 200 and r1["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+        st, r2 = post(srv, "key-two")  # same prompt, other key: nothing shared
+        assert st == 200 and r2["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+        st, r3 = post(srv, "key-one")
+        assert r3["usage"]["prompt_tokens_details"]["cached_tokens"] == 112
+        assert r1["choices"][0]["text"] == r2["choices"][0]["text"] == r3["choices"][0]["text"]
+        assert post(srv, "wrong")[0] == 401
+        # contexts are per key too: invisible (and unusable) to the other key
+        st, c = post(srv, "key-one", "/v1/contexts", {"model": "tiny", "name": "mine", "prompt": ids(64, 41, vocab)})
+        assert st == 201, c
+        st, _, lst = srv.get("/v1/contexts", headers={"Authorization": "Bearer key-two"})
+        assert st == 200 and json.loads(lst)["data"] == []
+        st, _, _ = srv.get("/v1/contexts/mine", headers={"Authorization": "Bearer key-two"})
+        assert st == 404
+        st, _, b = srv.get("/v1/contexts/mine", headers={"Authorization": "Bearer key-one"})
+        assert st == 200 and json.loads(b)["cache_salt"] is True
