@@ -107,6 +107,19 @@ typedef struct zs_backend_ops {
     int (*matmul_silu)(zs_backend_t *b, float *y, const float *x, int32_t n,
                        const zs_bweight_t *wg, const zs_bweight_t *wu, float *scratch,
                        zs_err_t *err);
+
+    /* --- tensor parallelism (optional: NULL where the backend cannot be a rank) ---------- */
+    /* x[t, :] = table[tok_ids[t] - row0, :] when row0 <= tok_ids[t] < row0 + table->rows,
+     * else zeros: one rank's part of a vocabulary-parallel embedding. */
+    int (*embed_rows)(zs_backend_t *b, float *x, const zs_bweight_t *table, int64_t row0,
+                      zs_err_t *err);
+    /* Hands the backend's ordering to a collective that will write `bytes` at `p` (may be
+     * NULL/0): launches the work the backend has recorded but not launched yet, forgets
+     * cached data derived from [p, p + bytes), and returns in *stream the native stream
+     * (cudaStream_t) the collective must be enqueued on. NULL for backends whose ops have
+     * completed when they return (CPU): collectives then run on the calling thread. */
+    int (*collective_stream)(zs_backend_t *b, void *p, size_t bytes, void **stream,
+                             zs_err_t *err);
 } zs_backend_ops_t;
 
 struct zs_backend {
