@@ -7,7 +7,11 @@
  * (none_comm_nccl.c stands in otherwise). */
 #include <cuda_runtime.h>
 #include <dlfcn.h>
+/* nccl.h declares a few functions without prototypes (`f()`); only its types are used here */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wstrict-prototypes"
 #include <nccl.h>
+#pragma GCC diagnostic pop
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
