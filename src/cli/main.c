@@ -18,13 +18,13 @@ static void usage(FILE *f) {
             "  run MODEL_DIR -p PROMPT [--chat] [--device cuda:N|cpu] [--max-tokens N] [--tp N] ...\n"
             "        generate text, streamed, and print the start-up timeline and speeds; --tp N runs\n"
             "        the model tensor parallel over N GPUs (or N simulated ranks with --device cpu)\n"
-            "  synth DIR [--shape tiny|small|llama3-8b] [--seed N]\n"
+            "  synth DIR [--shape tiny|small|llama3-8b|llama3-70b|llama3-70b-40l] [--seed N]\n"
             "        write a synthetic Llama-architecture checkpoint with random weights\n"
             "  demo [--dir DIR] [--device cuda:N|cpu]\n"
             "        write the built-in synthetic model and load it\n"
             "  pool ls|warm|evict|verify [MODEL_DIR] [--pool-dir DIR] [--pool-size SIZE]\n"
             "        the hot model pool in host memory (default /dev/shm/zerostart-pool)\n"
-            "  probe [--disk] [--cache] [--threads N,...] [--chunk SIZE,...] [--h2d SIZE] FILE...\n"
+            "  probe [--disk] [--cache] [--threads N,...] [--chunk SIZE,...] [--h2d SIZE [--gpus N]] FILE...\n"
             "        measure storage (O_DIRECT), page-cache and pinned host->GPU bandwidth\n");
 }
 

@@ -89,6 +89,11 @@ static void reader_teardown(tp_reader_t *rd) {
 /* Staging slots; for GPUs pinned for every GPU, with a stream and an event per slot per rank. */
 static int reader_setup(tp_reader_t *rd, zs_err_t *err) {
     tp_exec_t *x = rd->x;
+    /* page-locking needs a current device: one of ours, not an idle GPU 0 */
+    if (x->kind == ZS_DEV_CUDA) {
+        int rc = zs_gpu_use_device(x->devices[0], err);
+        if (rc != ZS_OK) return rc;
+    }
     for (int s = 0; s < x->nslots; s++) {
         if (x->kind == ZS_DEV_CUDA) {
             void *m = mmap(NULL, x->slot_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -133,7 +138,10 @@ static int reader_deliver(tp_reader_t *rd, const zs_tp_unit_t *u, const char *da
         if (x->kind == ZS_DEV_CUDA) {
             zs_err_t e = {0};
             int rc = zs_gpu_use_device(x->devices[dv->rank], &e);
-            if (rc == ZS_OK)
+            /* whole rows are one contiguous range; a column block is one 2-D copy */
+            if (rc == ZS_OK && dv->rows == 1)
+                rc = zs_gpu_memcpy_h2d_async(dst, src, dv->width, rd->stream[dv->rank], &e);
+            else if (rc == ZS_OK)
                 rc = zs_gpu_memcpy2d_h2d_async(dst, dv->dst_pitch, src, dv->src_pitch, dv->width, dv->rows,
                                                rd->stream[dv->rank], &e);
             if (rc != ZS_OK)
