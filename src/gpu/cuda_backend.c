@@ -492,6 +492,26 @@ static int submit(cuda_be_t *cb, const cmd_t *c, zs_err_t *err) {
     return launch(cmd_exec(cb->st, c), cmd_name(c), err);
 }
 
+/* The embedding command: C_EMBED (the whole table) or C_EMBED_ROWS (vocabulary rows from row0;
+ * other tokens get zeros). */
+static int embed_submit(cuda_be_t *cb, float *x, const zs_bweight_t *table, int kind, int64_t row0,
+                        zs_err_t *err) {
+    touched(cb, x, (size_t)cb->batch.ntok * (size_t)table->cols * sizeof(float));
+    cmd_t c;
+    memset(&c, 0, sizeof c);
+    c.kind = kind;
+    c.p0 = x;
+    c.p1 = table->data;
+    c.i0 = kw_dtype(table->dtype);
+    c.l0 = table->cols;
+    c.u.a.step = cb->step;
+    if (kind == C_EMBED_ROWS) {
+        c.i1 = (int32_t)row0;
+        c.i2 = (int32_t)table->rows;
+    }
+    return submit(cb, &c, err);
+}
+
 static int cu_embed(zs_backend_t *b, float *x, const zs_bweight_t *table, zs_err_t *err) {
     cuda_be_t *cb = CB(b);
     if (!cb->have_batch) return zs_err_set(err, ZS_ESTATE, "cuda embed: no batch begun");
@@ -501,16 +521,7 @@ static int cu_embed(zs_backend_t *b, float *x, const zs_bweight_t *table, zs_err
         if (cb->batch.tok_ids[t] < 0 || cb->batch.tok_ids[t] >= table->rows)
             return zs_err_set(err, ZS_ERANGE, "cuda embed: token id %d outside [0, %lld)",
                               cb->batch.tok_ids[t], (long long)table->rows);
-    touched(cb, x, (size_t)cb->batch.ntok * (size_t)table->cols * sizeof(float));
-    cmd_t c;
-    memset(&c, 0, sizeof c);
-    c.kind = C_EMBED;
-    c.p0 = x;
-    c.p1 = table->data;
-    c.i0 = kw_dtype(table->dtype);
-    c.l0 = table->cols;
-    c.u.a.step = cb->step;
-    return submit(cb, &c, err);
+    return embed_submit(cb, x, table, C_EMBED, 0, err);
 }
 
 /* A tensor-parallel rank's embedding: its vocabulary rows, zeros for other tokens. */
@@ -523,18 +534,7 @@ static int cu_embed_rows(zs_backend_t *b, float *x, const zs_bweight_t *table, i
     if (row0 < 0 || row0 > INT32_MAX || table->rows > INT32_MAX)
         return zs_err_set(err, ZS_ERANGE, "cuda embed_rows: rows [%lld, +%lld)", (long long)row0,
                           (long long)table->rows);
-    touched(cb, x, (size_t)cb->batch.ntok * (size_t)table->cols * sizeof(float));
-    cmd_t c;
-    memset(&c, 0, sizeof c);
-    c.kind = C_EMBED_ROWS;
-    c.p0 = x;
-    c.p1 = table->data;
-    c.i0 = kw_dtype(table->dtype);
-    c.i1 = (int32_t)row0;
-    c.i2 = (int32_t)table->rows;
-    c.l0 = table->cols;
-    c.u.a.step = cb->step;
-    return submit(cb, &c, err);
+    return embed_submit(cb, x, table, C_EMBED_ROWS, row0, err);
 }
 
 /* A collective (NCCL) is about to run on this backend's stream and write [p, p + bytes):
