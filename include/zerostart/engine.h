@@ -80,6 +80,8 @@ int zs_engine_ranks(const zs_engine_t *e);
 void zs_engine_weights_resident(zs_engine_t *e);
 
 const zs_model_config_t *zs_engine_config(const zs_engine_t *e);
+/* The KV block bookkeeping (tensor parallel: its layout describes the whole model's KV heads;
+ * each rank's pool holds the same blocks for its own KV heads, and pool is rank 0's). */
 const zs_kv_cache_t *zs_engine_kv(const zs_engine_t *e);
 
 /* --- sequences (ids are small non-negative integers, reused after free) --------------- */

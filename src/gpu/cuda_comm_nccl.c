@@ -117,7 +117,10 @@ static int nc_all_gather(zs_comm_t *cm, int rank, zs_backend_t *be, float *dst, 
 }
 
 /* ncclCommAbort ends the collectives the other ranks are blocked in (their next stream
- * synchronisation then fails); the aborted communicators are not used again. */
+ * synchronisation then fails); the aborted communicators are not used again. No lock guards the
+ * communicators against a rank that is entering a collective at that moment (NCCL wants abort
+ * callable while other threads are blocked inside it): a failure path only, and the engine
+ * refuses every later step. */
 static void nc_abort(zs_comm_t *cm) {
     nccl_comm_t *c = NC(cm);
     if (atomic_exchange(&c->aborted, 1)) return;
