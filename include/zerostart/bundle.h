@@ -15,6 +15,7 @@
 #include "zerostart/load.h"
 #include "zerostart/pool.h"
 #include "zerostart/tokenizer.h"
+#include "zerostart/tp.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -31,6 +32,11 @@ typedef struct zs_bundle_opts {
      * pass waits for each layer just before it first uses it, so a prompt's prefill overlaps
      * the load. zs_bundle_finish_load completes it (zs_bundle_free does too). */
     int overlap_load;
+    /* Tensor parallel over this many ranks (> 1): the weights are sliced with zs_tp_load (CUDA:
+     * GPUs load.device.index .. + tp - 1; CPU: simulated ranks) and the engine is
+     * zs_engine_create_tp. The load options' threads, chunk_bytes (read unit), staging_slots
+     * and direct_io apply; no pool, no overlap (the tokenizer is parsed before the load). */
+    int tp;
 } zs_bundle_opts_t;
 
 void zs_bundle_opts_default(zs_bundle_opts_t *o);
@@ -61,6 +67,7 @@ typedef struct zs_bundle_timeline {
 typedef struct zs_bundle {
     zs_ckpt_t *ckpt;
     zs_weights_t *weights;
+    zs_tp_weights_t *tp_weights;  /* tensor parallel: the ranks' shards (weights is NULL) */
     zs_tok_t *tok;                /* NULL when the directory has no tokenizer.json */
     zs_chat_template_t *chat;     /* NULL when there is no usable chat template */
     char chat_error[1100];        /* why chat is NULL ("" when it is not) */

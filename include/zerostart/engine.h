@@ -2,7 +2,9 @@
  * with a paged KV cache shared by many sequences. Callers create sequences, append tokens
  * to them in forward steps (prefill: many tokens of one sequence; decode: one token for each
  * of many sequences; any mix works) and get logits back in host memory; sampling is
- * separate (sampling.h). Not thread-safe: one caller drives an engine. See docs/engine.md. */
+ * separate (sampling.h). Not thread-safe: one caller drives an engine. See docs/engine.md.
+ * A tensor-parallel engine (zs_engine_create_tp) spreads the model over several ranks and is
+ * driven through the same calls; see docs/tensor_parallel.md. */
 #ifndef ZEROSTART_ENGINE_H
 #define ZEROSTART_ENGINE_H
 
@@ -14,6 +16,7 @@
 #include "zerostart/kv_cache.h"
 #include "zerostart/load.h"
 #include "zerostart/model.h"
+#include "zerostart/tp.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -23,9 +26,11 @@ typedef enum zs_backend_kind { ZS_BACKEND_CPU = 0, ZS_BACKEND_CUDA = 1 } zs_back
 
 typedef struct zs_engine_opts {
     zs_backend_kind_t backend;
-    int threads;                  /* CPU backend threads; 0 = all online CPUs */
+    int threads;                  /* CPU backend threads (per rank); 0 = all online CPUs
+                                     (tensor parallel: shared out between the ranks) */
     uint32_t kv_blocks;           /* KV capacity in blocks; 0: derive from kv_bytes */
-    size_t kv_bytes;              /* KV capacity in bytes when kv_blocks == 0; 0 = 64 MiB */
+    size_t kv_bytes;              /* KV capacity in bytes (per rank) when kv_blocks == 0;
+                                     0 = 64 MiB */
     int32_t block_size;           /* positions per KV block; 0 = 16 */
     int32_t max_step_tokens;      /* tokens per forward step; longer inputs are split into
                                      several steps (chunked prefill); 0 = 256 */
@@ -60,11 +65,23 @@ int zs_engine_create(const zs_ckpt_t *ck, const zs_weights_t *w, const zs_engine
 int zs_engine_create_from(const char *config_json, size_t len, zs_wlookup_fn lookup, void *ctx,
                           zs_device_kind_t weights_device, const zs_engine_opts_t *opts,
                           zs_engine_t **out, zs_err_t *err);
+/* Tensor parallel: one rank per shard of w (w->kind picks the backend, which opts->backend must
+ * match: CPU ranks are threads of this process, CUDA ranks one GPU each, talking through NCCL).
+ * opts->wait_weights must be NULL (the shards are resident). The ranks run every forward step
+ * together, each on its own thread; logits come back in host memory as from zs_engine_create.
+ * A step that fails on any rank leaves the engine refusing further steps (ZS_ESTATE). w must
+ * outlive the engine. */
+int zs_engine_create_tp(const zs_tp_weights_t *w, const zs_engine_opts_t *opts, zs_engine_t **out,
+                        zs_err_t *err);
 void zs_engine_free(zs_engine_t *e);
+/* Number of ranks (1 unless tensor parallel). */
+int zs_engine_ranks(const zs_engine_t *e);
 /* Every weight is resident: the engine stops calling opts.wait_weights. */
 void zs_engine_weights_resident(zs_engine_t *e);
 
 const zs_model_config_t *zs_engine_config(const zs_engine_t *e);
+/* The KV block bookkeeping (tensor parallel: its layout describes the whole model's KV heads;
+ * each rank's pool holds the same blocks for its own KV heads, and pool is rank 0's). */
 const zs_kv_cache_t *zs_engine_kv(const zs_engine_t *e);
 
 /* --- sequences (ids are small non-negative integers, reused after free) --------------- */

@@ -20,6 +20,8 @@ static const zs_synth_shape_t synth_shapes[] = {
     {"tiny", 64, 2, 172, 4, 2, 512, 2},
     {"small", 1024, 8, 2816, 16, 4, 1024, 2},
     {"llama3-8b", 4096, 32, 14336, 32, 8, 128256, 4},
+    {"llama3-70b", 8192, 80, 28672, 64, 8, 128256, 30},     /* 141.1 GB: tensor parallel over 4 GPUs */
+    {"llama3-70b-40l", 8192, 40, 28672, 64, 8, 128256, 15}, /* the 70B shape with 40 layers, 72.7 GB: 2 GPUs */
 };
 
 const zs_synth_shape_t *zs_synth_shape(const char *name) {

@@ -4,6 +4,9 @@
 
 #include <stdint.h>
 
+#include "zerostart/load.h"
+#include "zerostart/tp.h"
+
 int zs_cmd_load(int argc, char **argv);
 int zs_cmd_synth(int argc, char **argv);
 int zs_cmd_demo(int argc, char **argv);
@@ -11,6 +14,10 @@ int zs_cmd_probe(int argc, char **argv);
 int zs_cmd_serve(int argc, char **argv);
 int zs_cmd_run(int argc, char **argv);
 int zs_cmd_pool(int argc, char **argv);
+/* `zerostart load --tp N` (cmd_load_tp.c): o->kind and o->ranks set; dev->index is the first
+ * GPU. Returns the exit status. */
+int zs_cli_load_tp(const char *path, const zs_device_t *dev, zs_tp_load_opts_t *o, int verify, int json,
+                   double t_exec_start);
 /* "hit", "filled from storage", ... for a zs_pool_source_t. */
 const char *zs_cli_pool_source_name(int how);
 

@@ -1,5 +1,6 @@
 /* `zerostart load`: open a checkpoint, load it to a device, print the timing breakdown
- * (or one JSON object with --json), optionally verify every byte. */
+ * (or one JSON object with --json), optionally verify every byte. `--tp N` hands over to
+ * cmd_load_tp.c. */
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -18,7 +19,7 @@ typedef struct load_args {
     const char *path;
     const char *device;
     zs_load_opts_t opts;
-    int verify, json, use_pool;
+    int verify, json, use_pool, tp, staging_set;
     zs_pool_opts_t pool;
 } load_args_t;
 
@@ -61,6 +62,13 @@ static int parse_load_args(int argc, char **argv, load_args_t *a) {
             a->use_pool = 1;
         }
         else if (strcmp(o, "--device") == 0 && v) a->device = argv[++i];
+        else if (strcmp(o, "--tp") == 0 && v) {
+            if (zs_cli_parse_int(argv[++i], 1, ZS_TP_MAX_RANKS, &n) != 0) {
+                fprintf(stderr, "zerostart load: --tp wants 1..%d ranks, got '%s'\n", ZS_TP_MAX_RANKS, v);
+                return -1;
+            }
+            a->tp = (int)n;
+        }
         else if (strcmp(o, "--threads") == 0 && v) {
             if (zs_cli_parse_int(argv[++i], 1, 256, &n) != 0) {
                 fprintf(stderr, "zerostart load: --threads wants 1..256, got '%s'\n", v);
@@ -79,7 +87,7 @@ static int parse_load_args(int argc, char **argv, load_args_t *a) {
                 return -1;
             }
             if (o[2] == 'c') a->opts.chunk_bytes = sz;
-            else a->opts.staging_bytes = sz;
+            else a->opts.staging_bytes = sz, a->staging_set = 1;
         } else if (strcmp(o, "--direct") == 0 && v) {
             i++;
             if (strcmp(v, "auto") == 0) a->opts.direct_io = -1;
@@ -101,7 +109,11 @@ static int parse_load_args(int argc, char **argv, load_args_t *a) {
     if (a->path == NULL) {
         fprintf(stderr, "usage: zerostart load PATH [--device cuda:N|cpu] [--threads N] [--chunk SIZE] "
                         "[--staging SIZE] [--slots N] [--direct auto|on|off] [--readahead] [--pool] [--pool-dir DIR] "
-                        "[--pool-size SIZE] [--verify] [--json]\n");
+                        "[--pool-size SIZE] [--tp N] [--verify] [--json]\n");
+        return -1;
+    }
+    if (a->tp > 0 && (a->use_pool || a->opts.readahead || a->staging_set)) {
+        fprintf(stderr, "zerostart load: --tp does not support --pool, --readahead or --staging\n");
         return -1;
     }
     return 0;
@@ -168,6 +180,17 @@ int zs_cmd_load(int argc, char **argv) {
         }
     } else {
         a.opts.device.kind = zs_cuda_device_count() > 0 ? ZS_DEV_CUDA : ZS_DEV_CPU;
+    }
+    if (a.tp > 0) {
+        zs_tp_load_opts_t to;
+        zs_tp_load_opts_default(&to);
+        to.kind = a.opts.device.kind;
+        to.ranks = a.tp;
+        to.threads = a.opts.threads;
+        to.unit_bytes = a.opts.chunk_bytes;
+        to.staging_slots = a.opts.staging_slots;
+        to.direct_io = a.opts.direct_io;
+        return zs_cli_load_tp(a.path, &a.opts.device, &to, a.verify, a.json, t_exec_start);
     }
     double t0 = zs_now();
     zs_ckpt_t *ck = NULL;

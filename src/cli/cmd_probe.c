@@ -1,6 +1,8 @@
 /* `zerostart probe`: measures the ceilings a load runs against — storage (O_DIRECT), page
- * cache (buffered, best over thread counts and chunk sizes) and pinned host->GPU copies —
- * and prints them as one JSON object. */
+ * cache (buffered, best over thread counts and chunk sizes) and pinned host->GPU copies (with
+ * --gpus N: into GPUs 0..N-1 at the same time, the ceiling of a tensor-parallel load) — and
+ * prints them as one JSON object. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,10 +29,58 @@ static int parse_list(const char *s, int sizes, uint64_t *out, int *n) {
     return *n > 0 ? 0 : -1;
 }
 
+typedef struct h2d_job {
+    int dev;
+    size_t bytes;
+    int rc;
+    zs_bw_result_t r;
+    zs_err_t err;
+} h2d_job_t;
+
+static void *h2d_run(void *arg) {
+    h2d_job_t *j = arg;
+    j->rc = zs_bw_h2d(j->dev, j->bytes, 4, 5, &j->r, &j->err);
+    return NULL;
+}
+
+/* Pinned host->GPU copies into GPUs 0..ngpus-1 at once, one thread each (each GPU's best
+ * repetition; the repetitions of different GPUs overlap but are not synchronised). */
+static int probe_h2d(size_t bytes, int ngpus, const char *sep) {
+    h2d_job_t jobs[64];
+    pthread_t th[64];
+    int started[64] = {0};
+    for (int g = 0; g < ngpus; g++) {
+        jobs[g] = (h2d_job_t){.dev = g, .bytes = bytes};
+        if (ngpus == 1) h2d_run(&jobs[g]);
+        else if (pthread_create(&th[g], NULL, h2d_run, &jobs[g]) == 0) started[g] = 1;
+        else jobs[g].rc = zs_err_set(&jobs[g].err, ZS_ENOMEM, "cannot start a thread for GPU %d", g);
+    }
+    for (int g = 0; g < ngpus; g++)
+        if (started[g]) pthread_join(th[g], NULL);
+    for (int g = 0; g < ngpus; g++)
+        if (jobs[g].rc != ZS_OK) {
+            fprintf(stderr, "zerostart probe: GPU %d: %s\n", g, jobs[g].err.msg);
+            return 1;
+        }
+    printf("%s\"h2d_pinned\":{\"gbps\":%.3f,\"seconds\":%.4f,\"bytes\":%.0f}", sep, jobs[0].r.gbps,
+           jobs[0].r.seconds, jobs[0].r.bytes);
+    if (ngpus > 1) {
+        double sum = 0;
+        printf(",\"h2d_gpus\":[");
+        for (int g = 0; g < ngpus; g++) {
+            printf("%s{\"gpu\":%d,\"gbps\":%.3f}", g ? "," : "", g, jobs[g].r.gbps);
+            sum += jobs[g].r.gbps;
+        }
+        printf("],\"h2d_concurrent_sum_gbps\":%.3f", sum);
+    }
+    return 0;
+}
+
 int zs_cmd_probe(int argc, char **argv) {
     const char *files[256];
     int nfiles = 0, nthreads = 1, nchunks = 1, direct = 0, cache = 0;
     uint64_t threads[PROBE_MAX] = {16}, chunks[PROBE_MAX] = {4u << 20}, h2d = 0;
+    long ngpus = 1;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(o, "--disk") == 0) direct = 1;
@@ -41,6 +91,8 @@ int zs_cmd_probe(int argc, char **argv) {
             if (parse_list(argv[++i], 1, chunks, &nchunks) != 0) goto bad;
         } else if (strcmp(o, "--h2d") == 0 && v) {
             if (zs_cli_parse_size(argv[++i], &h2d) != 0 || h2d == 0) goto bad;
+        } else if (strcmp(o, "--gpus") == 0 && v) {
+            if (zs_cli_parse_int(argv[++i], 1, 64, &ngpus) != 0) goto bad;
         } else if (o[0] != '-' && nfiles < 256) files[nfiles++] = o;
         else goto bad;
     }
@@ -73,18 +125,11 @@ int zs_cmd_probe(int argc, char **argv) {
                (unsigned long long)bc);
         sep = ",";
     }
-    if (h2d) {
-        zs_bw_result_t r;
-        if (zs_bw_h2d(0, (size_t)h2d, 4, 5, &r, &err) != ZS_OK) {
-            fprintf(stderr, "zerostart probe: %s\n", err.msg);
-            return 1;
-        }
-        printf("%s\"h2d_pinned\":{\"gbps\":%.3f,\"seconds\":%.4f,\"bytes\":%.0f}", sep, r.gbps, r.seconds, r.bytes);
-    }
+    if (h2d && probe_h2d((size_t)h2d, (int)ngpus, sep) != 0) return 1;
     printf("}\n");
     return 0;
 bad:
     fprintf(stderr, "usage: zerostart probe [--disk] [--cache] [--threads N[,N...]] [--chunk S[,S...]] "
-                    "[--h2d SIZE] FILE...\n");
+                    "[--h2d SIZE [--gpus N]] FILE...\n");
     return 2;
 }

@@ -1,6 +1,6 @@
-/* `zerostart run`: bring a model up (zs_bundle), turn a prompt (optionally through the chat
- * template) into tokens, generate with streaming output, and print the start-up timeline
- * and speeds on stderr. */
+/* `zerostart run`: bring a model up (zs_bundle, optionally tensor parallel over several
+ * ranks), turn a prompt (optionally through the chat template) into tokens, generate with
+ * streaming output, and print the start-up timeline and speeds on stderr. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,7 +13,7 @@
 
 typedef struct run_args {
     const char *dir, *prompt, *system, *device, *timeline_json;
-    int chat, ignore_eos, threads, use_pool;
+    int chat, ignore_eos, threads, use_pool, tp;
     zs_pool_opts_t pool;
     long max_tokens;
     uint64_t kv_bytes;
@@ -25,7 +25,9 @@ static int run_usage(void) {
             "usage: zerostart run MODEL_DIR -p PROMPT [--chat] [--system TEXT] [--device cpu|cuda:N]\n"
             "                     [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P]\n"
             "                     [--repetition-penalty R] [--seed S] [--ignore-eos] [--threads N] [--kv SIZE]\n"
-            "                     [--pool] [--pool-dir DIR] [--pool-size SIZE] [--timeline-json FILE]\n");
+            "                     [--pool] [--pool-dir DIR] [--pool-size SIZE] [--timeline-json FILE] [--tp N]\n"
+            "  --tp N  tensor parallel over N ranks: GPUs K..K+N-1 with --device cuda:K (default 0), or N\n"
+            "          simulated ranks (threads) with --device cpu; the weights are sliced, each byte read once\n");
     return 2;
 }
 
@@ -57,6 +59,7 @@ static int parse_run_args(int argc, char **argv, run_args_t *a) {
         else if (strcmp(o, "--pool-size") == 0) bad = zs_cli_parse_size(argv[++i], &a->pool.capacity), a->use_pool = 1;
         else if (strcmp(o, "--max-tokens") == 0) bad = zs_cli_parse_int(argv[++i], 1, 1 << 20, &a->max_tokens);
         else if (strcmp(o, "--threads") == 0) bad = zs_cli_parse_int(argv[++i], 1, 256, &n) || (a->threads = (int)n, 0);
+        else if (strcmp(o, "--tp") == 0) bad = zs_cli_parse_int(argv[++i], 1, ZS_TP_MAX_RANKS, &n) || (a->tp = (int)n, 0);
         else if (strcmp(o, "--seed") == 0) bad = zs_cli_parse_int(argv[++i], 0, 1L << 62, &n) || (a->sp.seed = (uint64_t)n, 0);
         else if (strcmp(o, "--top-k") == 0) bad = zs_cli_parse_int(argv[++i], 0, 1 << 24, &n) || (a->sp.top_k = (int32_t)n, 0);
         else if (strcmp(o, "--temperature") == 0) bad = parse_float(argv[++i], 0, 100, &a->sp.temperature);
@@ -130,6 +133,7 @@ int zs_cmd_run(int argc, char **argv) {
     }
     bo.pool = pool;
     bo.overlap_load = 1; /* the prompt's prefill runs while later layers are still arriving */
+    bo.tp = a.tp;        /* > 1: tensor parallel (no overlap: every shard is in first) */
     zs_bundle_t *b = NULL;
     if (zs_bundle_open(a.dir, &bo, &b, &err) != ZS_OK) {
         fprintf(stderr, "zerostart run: %s\n", err.msg);

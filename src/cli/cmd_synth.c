@@ -25,12 +25,12 @@ int zs_cmd_synth(int argc, char **argv) {
         }
     }
     if (dir == NULL) {
-        fprintf(stderr, "usage: zerostart synth DIR [--shape tiny|small|llama3-8b] [--seed N]\n");
+        fprintf(stderr, "usage: zerostart synth DIR [--shape tiny|small|llama3-8b|llama3-70b|llama3-70b-40l] [--seed N]\n");
         return 2;
     }
     const zs_synth_shape_t *shape = zs_synth_shape(shape_name);
     if (shape == NULL) {
-        fprintf(stderr, "zerostart synth: unknown shape '%s' (tiny, small, llama3-8b)\n", shape_name);
+        fprintf(stderr, "zerostart synth: unknown shape '%s' (tiny, small, llama3-8b, llama3-70b, llama3-70b-40l)\n", shape_name);
         return 2;
     }
     zs_err_t err = {0};

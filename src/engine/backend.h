@@ -125,6 +125,19 @@ typedef struct zs_backend_ops {
     /* 1 when the copies of ticket and of every earlier ticket are done, 0 when not yet (wait
      * = 1: blocks until they are), or a negative status. */
     int (*kv_out_done)(zs_backend_t *b, uint64_t ticket, int wait, zs_err_t *err);
+
+    /* --- tensor parallelism (optional: NULL where the backend cannot be a rank) ---------- */
+    /* x[t, :] = table[tok_ids[t] - row0, :] when row0 <= tok_ids[t] < row0 + table->rows,
+     * else zeros: one rank's part of a vocabulary-parallel embedding. */
+    int (*embed_rows)(zs_backend_t *b, float *x, const zs_bweight_t *table, int64_t row0,
+                      zs_err_t *err);
+    /* Hands the backend's ordering to a collective that will write `bytes` at `p` (may be
+     * NULL/0): launches the work the backend has recorded but not launched yet, forgets
+     * cached data derived from [p, p + bytes), and returns in *stream the native stream
+     * (cudaStream_t) the collective must be enqueued on. NULL for backends whose ops have
+     * completed when they return (CPU): collectives then run on the calling thread. */
+    int (*collective_stream)(zs_backend_t *b, void *p, size_t bytes, void **stream,
+                             zs_err_t *err);
 } zs_backend_ops_t;
 
 struct zs_backend {

@@ -1,4 +1,5 @@
-/* Bringing up a model for generation (include/zerostart/bundle.h). */
+/* Bringing up a model for generation (include/zerostart/bundle.h): one loaded model, or its
+ * shards over several ranks (tensor parallel). */
 #include "zerostart/bundle.h"
 
 #include <jansson.h>
@@ -154,6 +155,37 @@ static int bundle_begin_load(zs_bundle_t *b, const zs_bundle_opts_t *o, double t
     return zs_load_begin(b->ckpt, &o->load, &lg->ld, err);
 }
 
+/* Tensor parallel: the shards of every rank, read once and in parallel, then the engine over
+ * them (every shard is resident first). */
+static int bundle_load_tp(zs_bundle_t *b, const zs_bundle_opts_t *o, double t0, zs_err_t *err) {
+    if (o->pool != NULL || b->pooled != NULL)
+        return zs_err_set(err, ZS_EUNSUPPORTED, "%s: tensor parallel does not load through the hot model pool",
+                          b->ckpt->dir);
+    if (o->tp > ZS_TP_MAX_RANKS)
+        return zs_err_set(err, ZS_EINVAL, "%s: %d ranks (1 to %d supported)", b->ckpt->dir, o->tp, ZS_TP_MAX_RANKS);
+    int devices[ZS_TP_MAX_RANKS];
+    zs_tp_load_opts_t to;
+    zs_tp_load_opts_default(&to);
+    to.kind = o->load.device.kind;
+    to.ranks = o->tp;
+    for (int r = 0; r < o->tp; r++) devices[r] = o->load.device.index + r;
+    to.devices = devices;
+    to.threads = o->load.threads;
+    to.unit_bytes = o->load.chunk_bytes;
+    to.staging_slots = o->load.staging_slots;
+    to.direct_io = o->load.direct_io;
+    const double t_load = zs_now();
+    int rc = zs_tp_load(b->ckpt, &to, &b->tp_weights, err);
+    if (rc != ZS_OK) return rc;
+    const zs_tp_load_stats_t *st = &b->tp_weights->stats;
+    b->timeline.weights = t_load - t0 + st->total_s;
+    b->timeline.first_layer = b->timeline.weights;
+    b->timeline.bytes = st->read_bytes;
+    b->timeline.load_gbps = st->total_s > 0 ? (double)st->read_bytes / st->total_s / 1e9 : 0.0;
+    if (st->bytes_direct > 0) b->timeline.source = ZS_SRC_DISK;
+    return zs_engine_create_tp(b->tp_weights, &o->engine, &b->engine, err);
+}
+
 /* Builds the engine: at once over the weights still arriving (overlap_load; each layer is waited
  * for at first use), or once the load is complete. */
 static int bundle_make_engine(zs_bundle_t *b, zs_bundle_opts_t *o, zs_err_t *err) {
@@ -181,13 +213,15 @@ int zs_bundle_open(const char *dir, const zs_bundle_opts_t *opts, zs_bundle_t **
     if (rc != ZS_OK) goto fail;
     b->timeline.opened = zs_now() - t0;
     b->timeline.source = ZS_SRC_PAGE_CACHE;
-    rc = bundle_pool(b, &o, t0, err);
-    if (rc == ZS_OK) rc = bundle_begin_load(b, &o, t0, err);
-    if (rc != ZS_OK) goto fail;
-    rc = bundle_text_side(b, &o, err); /* while the weights stream in */
+    if (o.tp <= 1) {
+        rc = bundle_pool(b, &o, t0, err);
+        if (rc == ZS_OK) rc = bundle_begin_load(b, &o, t0, err);
+        if (rc != ZS_OK) goto fail;
+    }
+    rc = bundle_text_side(b, &o, err); /* while the weights stream in (tensor parallel: before) */
     if (rc == ZS_OK) rc = bundle_generation_stops(b, err);
     b->timeline.tokenizer = zs_now() - t0;
-    if (rc == ZS_OK) rc = bundle_make_engine(b, &o, err);
+    if (rc == ZS_OK) rc = o.tp > 1 ? bundle_load_tp(b, &o, t0, err) : bundle_make_engine(b, &o, err);
     if (rc != ZS_OK) goto fail;
     if (b->nstop == 0) {
         const zs_model_config_t *c = zs_engine_config(b->engine);
@@ -240,10 +274,12 @@ void zs_bundle_unload(zs_bundle_t *b) {
     zs_bundle_finish_load(b, NULL); /* joins the loader threads, then the weights are freed */
     zs_weights_free(b->weights);
     b->weights = NULL;
+    zs_tp_weights_free(b->tp_weights);
+    b->tp_weights = NULL;
 }
 
 int zs_bundle_reload(zs_bundle_t *b, const zs_bundle_opts_t *opts, zs_err_t *err) {
-    if (b->engine != NULL || b->weights != NULL || b->loading != NULL)
+    if (b->engine != NULL || b->weights != NULL || b->tp_weights != NULL || b->loading != NULL)
         return zs_err_set(err, ZS_ESTATE, "%s: the model is loaded", b->ckpt->dir);
     double t0 = zs_now();
     zs_bundle_opts_t o;
@@ -252,10 +288,15 @@ int zs_bundle_reload(zs_bundle_t *b, const zs_bundle_opts_t *opts, zs_err_t *err
     o.engine.backend = o.load.device.kind == ZS_DEV_CUDA ? ZS_BACKEND_CUDA : ZS_BACKEND_CPU;
     memset(&b->timeline, 0, sizeof b->timeline);
     b->timeline.source = ZS_SRC_PAGE_CACHE;
-    int rc = bundle_pool(b, &o, t0, err);
-    if (rc != ZS_OK) return rc;
-    rc = bundle_begin_load(b, &o, t0, err);
-    if (rc == ZS_OK) rc = bundle_make_engine(b, &o, err);
+    int rc;
+    if (o.tp > 1) {
+        rc = bundle_load_tp(b, &o, t0, err);
+    } else {
+        rc = bundle_pool(b, &o, t0, err);
+        if (rc != ZS_OK) return rc;
+        rc = bundle_begin_load(b, &o, t0, err);
+        if (rc == ZS_OK) rc = bundle_make_engine(b, &o, err);
+    }
     if (rc == ZS_OK) b->timeline.engine = zs_now() - t0;
     else zs_bundle_unload(b);
     return rc;

@@ -1,6 +1,7 @@
 /* CPU backend: the backend vtable for host memory. Owns the thread pool and per-worker
  * scratch, memory ops, the current batch description and the elementwise ops (embedding,
- * RMSNorm, RoPE, KV store, SiLU-mul, add, row gather). Matmul and attention live in
+ * RMSNorm, RoPE, KV store, SiLU-mul, add, row gather; the vocabulary-parallel embedding of a
+ * tensor-parallel rank). Matmul and attention live in
  * cpu_matmul.c and cpu_attention.c. Compute is float32. */
 #include <math.h>
 #include <stdlib.h>
@@ -69,18 +70,32 @@ static int cpu_begin_batch(zs_backend_t *b, const zs_fwd_batch_t *batch, zs_err_
     return 0;
 }
 
-static int cpu_embed(zs_backend_t *b, float *x, const zs_bweight_t *table, zs_err_t *err) {
+/* Rows [row0, row0 + table->rows) of the vocabulary; other ids: an error (whole table) or
+ * zeros (a tensor-parallel rank's rows). */
+static int embed_from(zs_backend_t *b, float *x, const zs_bweight_t *table, int64_t row0,
+                      int zero_others, zs_err_t *err) {
     zs_cpu_backend_t *cb = CB(b);
     if (!cb->have_batch) return zs_err_set(err, ZS_ESTATE, "cpu embed: no batch begun");
     const int64_t dim = table->cols;
     for (int32_t t = 0; t < cb->batch.ntok; t++) {
-        int32_t id = cb->batch.tok_ids[t];
-        if (id < 0 || id >= table->rows)
-            return zs_err_set(err, ZS_ERANGE, "cpu embed: token id %d outside [0, %lld)", id,
-                              (long long)table->rows);
-        zs_wconvert(x + (int64_t)t * dim, table->data, table->dtype, (int64_t)id * dim, dim);
+        const int64_t id = (int64_t)cb->batch.tok_ids[t] - row0;
+        float *dst = x + (int64_t)t * dim;
+        if (id >= 0 && id < table->rows) zs_wconvert(dst, table->data, table->dtype, id * dim, dim);
+        else if (zero_others) memset(dst, 0, (size_t)dim * sizeof(float));
+        else
+            return zs_err_set(err, ZS_ERANGE, "cpu embed: token id %d outside [0, %lld)",
+                              cb->batch.tok_ids[t], (long long)table->rows);
     }
     return 0;
+}
+
+static int cpu_embed(zs_backend_t *b, float *x, const zs_bweight_t *table, zs_err_t *err) {
+    return embed_from(b, x, table, 0, 0, err);
+}
+
+static int cpu_embed_rows(zs_backend_t *b, float *x, const zs_bweight_t *table, int64_t row0,
+                          zs_err_t *err) {
+    return embed_from(b, x, table, row0, 1, err);
 }
 
 typedef struct {
@@ -242,6 +257,8 @@ static const zs_backend_ops_t cpu_ops = {
     .matmul3 = cpu_matmul3,
     .matmul_add = cpu_matmul_add,
     .matmul_silu = cpu_matmul_silu,
+    .embed_rows = cpu_embed_rows,
+    .collective_stream = NULL, /* ops complete before they return */
 };
 
 int zs_cpu_backend_create(int threads, zs_backend_t **out, zs_err_t *err) {

@@ -39,12 +39,12 @@ enum { ATTN_AUTO = 0, ATTN_SIMPLE = 1 };
  * compare equal with memcmp. */
 enum {
     C_EMBED = 1, C_RMSNORM, C_ROPE, C_KV, C_ATTN_MMA, C_ATTN_SPLIT, C_SILU, C_ADD, C_GATHER,
-    C_GEMV, C_NKINDS
+    C_GEMV, C_EMBED_ROWS, C_NKINDS
 };
 static const char *const cmd_names[C_NKINDS] = {
     "?", "embedding kernel", "rmsnorm kernel", "rope kernel", "kv_store kernel",
     "attention kernel (tensor-core prefill)", "attention kernel (split)", "silu_mul kernel",
-    "add kernel", "gather kernel", "gemv kernel"};
+    "add kernel", "gather kernel", "gemv kernel", "embedding kernel (vocabulary rows)"};
 
 typedef struct {
     int32_t kind, i0, i1, i2, i3;
@@ -368,6 +368,9 @@ static cudaError_t cmd_exec(cudaStream_t st, const cmd_t *c) {
         return zs_k_gather(st, (float *)c->p0, (const float *)c->p1, c->u.rows, c->i0, c->i1);
     case C_GEMV:
         return zs_k_gemv_multi(st, &c->u.gv, (const float *)c->p0, c->i0, c->l0);
+    case C_EMBED_ROWS:
+        return zs_k_embed_rows(st, (float *)c->p0, c->p1, c->i0, c->l0, c->i1, c->i2,
+                               c->u.a.step.ids, c->u.a.step.ntok);
     default:
         return cudaErrorInvalidValue;
     }
@@ -500,6 +503,26 @@ static int submit(cuda_be_t *cb, const cmd_t *c, zs_err_t *err) {
     return launch(cmd_exec(cb->st, c), cmd_name(c), err);
 }
 
+/* The embedding command: C_EMBED (the whole table) or C_EMBED_ROWS (vocabulary rows from row0;
+ * other tokens get zeros). */
+static int embed_submit(cuda_be_t *cb, float *x, const zs_bweight_t *table, int kind, int64_t row0,
+                        zs_err_t *err) {
+    touched(cb, x, (size_t)cb->batch.ntok * (size_t)table->cols * sizeof(float));
+    cmd_t c;
+    memset(&c, 0, sizeof c);
+    c.kind = kind;
+    c.p0 = x;
+    c.p1 = table->data;
+    c.i0 = kw_dtype(table->dtype);
+    c.l0 = table->cols;
+    c.u.a.step = cb->step;
+    if (kind == C_EMBED_ROWS) {
+        c.i1 = (int32_t)row0;
+        c.i2 = (int32_t)table->rows;
+    }
+    return submit(cb, &c, err);
+}
+
 static int cu_embed(zs_backend_t *b, float *x, const zs_bweight_t *table, zs_err_t *err) {
     cuda_be_t *cb = CB(b);
     if (!cb->have_batch) return zs_err_set(err, ZS_ESTATE, "cuda embed: no batch begun");
@@ -509,16 +532,33 @@ static int cu_embed(zs_backend_t *b, float *x, const zs_bweight_t *table, zs_err
         if (cb->batch.tok_ids[t] < 0 || cb->batch.tok_ids[t] >= table->rows)
             return zs_err_set(err, ZS_ERANGE, "cuda embed: token id %d outside [0, %lld)",
                               cb->batch.tok_ids[t], (long long)table->rows);
-    touched(cb, x, (size_t)cb->batch.ntok * (size_t)table->cols * sizeof(float));
-    cmd_t c;
-    memset(&c, 0, sizeof c);
-    c.kind = C_EMBED;
-    c.p0 = x;
-    c.p1 = table->data;
-    c.i0 = kw_dtype(table->dtype);
-    c.l0 = table->cols;
-    c.u.a.step = cb->step;
-    return submit(cb, &c, err);
+    return embed_submit(cb, x, table, C_EMBED, 0, err);
+}
+
+/* A tensor-parallel rank's embedding: its vocabulary rows, zeros for other tokens. */
+static int cu_embed_rows(zs_backend_t *b, float *x, const zs_bweight_t *table, int64_t row0,
+                         zs_err_t *err) {
+    cuda_be_t *cb = CB(b);
+    if (!cb->have_batch) return zs_err_set(err, ZS_ESTATE, "cuda embed_rows: no batch begun");
+    int rc = check_wdtype(table, "embed_rows", err);
+    if (rc) return rc;
+    if (row0 < 0 || row0 > INT32_MAX || table->rows > INT32_MAX)
+        return zs_err_set(err, ZS_ERANGE, "cuda embed_rows: rows [%lld, +%lld)", (long long)row0,
+                          (long long)table->rows);
+    return embed_submit(cb, x, table, C_EMBED_ROWS, row0, err);
+}
+
+/* A collective (NCCL) is about to run on this backend's stream and write [p, p + bytes):
+ * launch what is recorded (the rest of the step runs eagerly) and drop a half-precision copy
+ * of that memory. */
+static int cu_collective_stream(zs_backend_t *b, void *p, size_t bytes, void **stream,
+                                zs_err_t *err) {
+    cuda_be_t *cb = CB(b);
+    if (p != NULL && bytes > 0) touched(cb, p, bytes);
+    int rc = flush_eager(cb, err);
+    if (rc) return rc;
+    *stream = (void *)cb->st;
+    return 0;
 }
 
 static int cu_rmsnorm(zs_backend_t *b, float *y, const float *x, int32_t n, int32_t dim,
@@ -1052,7 +1092,9 @@ static void cu_destroy(zs_backend_t *b) {
     .gather_rows = cu_gather_rows, \
     .kv_blocks_in = cu_kv_blocks_in, \
     .kv_blocks_out = cu_kv_blocks_out, \
-    .kv_out_done = cu_kv_out_done,
+    .kv_out_done = cu_kv_out_done, \
+    .embed_rows = cu_embed_rows, \
+    .collective_stream = cu_collective_stream,
 
 static const zs_backend_ops_t cuda_ops = {
     CUDA_BASE_OPS

@@ -29,6 +29,13 @@ int zs_gpu_set_device(int dev, zs_err_t *err) {
     return ZS_OK;
 }
 
+int zs_gpu_use_device(int dev, zs_err_t *err) {
+    char what[64];
+    snprintf(what, sizeof what, "cudaSetDevice(%d)", dev);
+    CU_CHECK(cudaSetDevice(dev), what);
+    return ZS_OK;
+}
+
 int zs_gpu_mem_info(size_t *free_b, size_t *total_b, zs_err_t *err) {
     CU_CHECK(cudaMemGetInfo(free_b, total_b), "cudaMemGetInfo");
     return ZS_OK;
@@ -53,6 +60,11 @@ void zs_gpu_free(void *p) {
 
 int zs_gpu_host_register(void *p, size_t bytes, zs_err_t *err) {
     CU_CHECK(cudaHostRegister(p, bytes, cudaHostRegisterDefault), "cudaHostRegister");
+    return ZS_OK;
+}
+
+int zs_gpu_host_register_portable(void *p, size_t bytes, zs_err_t *err) {
+    CU_CHECK(cudaHostRegister(p, bytes, cudaHostRegisterPortable), "cudaHostRegister (portable)");
     return ZS_OK;
 }
 
@@ -84,6 +96,14 @@ void zs_gpu_event_destroy(zs_gpu_event_t *e) {
 
 int zs_gpu_memcpy_h2d_async(void *dst, const void *src, size_t n, zs_gpu_stream_t *s, zs_err_t *err) {
     CU_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, (cudaStream_t)s), "cudaMemcpyAsync H2D");
+    return ZS_OK;
+}
+
+int zs_gpu_memcpy2d_h2d_async(void *dst, size_t dst_pitch, const void *src, size_t src_pitch, size_t width,
+                              size_t rows, zs_gpu_stream_t *s, zs_err_t *err) {
+    CU_CHECK(cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, width, rows, cudaMemcpyHostToDevice,
+                               (cudaStream_t)s),
+             "cudaMemcpy2DAsync H2D");
     return ZS_OK;
 }
 

@@ -1,11 +1,10 @@
-/* Tensor-parallel slice planning and its host execution (include/zerostart/tp.h). */
+/* Tensor-parallel partitions (heads, rows, vocabulary) and slice planning: which bytes of each
+ * tensor every rank holds and the read units + deliveries that bring them there, each file
+ * byte read once (include/zerostart/tp.h). Executing a plan is tp_load.c's job. */
 #include "zerostart/tp.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #define TP_ALIGN 256u
 
@@ -14,10 +13,50 @@ static int tp_ends_with(const char *s, const char *suf) {
     return a >= b && strcmp(s + a - b, suf) == 0;
 }
 
-/* [begin, end) of n items for rank r of N: the first n % N ranks get one more. */
-static void tp_split(int64_t n, int ranks, int r, int64_t *b, int64_t *e) {
-    *b = n * r / ranks;
-    *e = n * (r + 1) / ranks;
+void zs_tp_split(int64_t n, int ranks, int rank, int64_t *b, int64_t *e) {
+    *b = n * rank / ranks;
+    *e = n * (rank + 1) / ranks;
+}
+
+int zs_tp_check(const zs_model_config_t *c, int ranks, zs_err_t *err) {
+    if (ranks < 1 || ranks > ZS_TP_MAX_RANKS)
+        return zs_err_set(err, ZS_EINVAL, "tensor parallel: %d ranks (1 to %d supported)", ranks, ZS_TP_MAX_RANKS);
+    if (c->nheads < ranks)
+        return zs_err_set(err, ZS_EUNSUPPORTED, "tensor parallel: %d attention heads cannot be split over %d ranks",
+                          c->nheads, ranks);
+    if (c->intermediate < ranks)
+        return zs_err_set(err, ZS_EUNSUPPORTED, "tensor parallel: intermediate_size %d cannot be split over %d ranks",
+                          c->intermediate, ranks);
+    if (c->vocab < ranks)
+        return zs_err_set(err, ZS_EUNSUPPORTED, "tensor parallel: vocab_size %d cannot be split over %d ranks",
+                          c->vocab, ranks);
+    if (c->nkv_heads < 1 || c->nheads % c->nkv_heads != 0)
+        return zs_err_set(err, ZS_EFORMAT, "tensor parallel: %d KV heads do not divide %d attention heads",
+                          c->nkv_heads, c->nheads);
+    return ZS_OK;
+}
+
+int zs_tp_heads(const zs_model_config_t *c, int ranks, int rank, zs_tp_heads_t *h, zs_err_t *err) {
+    int rc = zs_tp_check(c, ranks, err);
+    if (rc != ZS_OK) return rc;
+    if (rank < 0 || rank >= ranks) return zs_err_set(err, ZS_EINVAL, "tensor parallel: rank %d of %d", rank, ranks);
+    const int64_t K = c->nkv_heads, g = c->nheads / c->nkv_heads;
+    if (K >= ranks) { /* whole KV groups */
+        zs_tp_split(K, ranks, rank, &h->kv0, &h->kv1);
+        h->q0 = h->kv0 * g;
+        h->q1 = h->kv1 * g;
+    } else { /* KV head k is shared by ranks [first, last), which split its g query heads */
+        const int64_t k = (int64_t)rank * K / ranks;
+        const int64_t first = (k * ranks + K - 1) / K, last = ((k + 1) * ranks + K - 1) / K;
+        const int64_t m = last - first, j = rank - first;
+        h->kv0 = k;
+        h->kv1 = k + 1;
+        h->q0 = k * g + g * j / m;
+        h->q1 = k * g + g * (j + 1) / m;
+    }
+    if (h->q1 <= h->q0) /* cannot happen when heads >= ranks (g >= ceil(ranks / K) >= m) */
+        return zs_err_set(err, ZS_EUNSUPPORTED, "tensor parallel: rank %d of %d gets no attention head", rank, ranks);
+    return ZS_OK;
 }
 
 int zs_tp_slice_of(const zs_model_config_t *c, const zs_tensor_info_t *t, int ranks, int rank,
@@ -25,30 +64,27 @@ int zs_tp_slice_of(const zs_model_config_t *c, const zs_tensor_info_t *t, int ra
     memset(out, 0, sizeof *out);
     const char *n = t->name;
     int64_t rows = t->ndim >= 1 ? t->shape[0] : 1, cols = t->ndim == 2 ? t->shape[1] : 0;
-    int64_t hd = c->head_dim, H = c->nheads, K = c->nkv_heads;
-    int64_t qh0, qh1, unit = 0, b = 0, e = 0;
+    int64_t hd = c->head_dim, unit = 0, b = 0, e = 0;
     zs_tp_kind_t kind = ZS_TP_REPLICATE;
-    if (H < ranks && (strstr(n, "self_attn.") != NULL))
-        return zs_err_set(err, ZS_EUNSUPPORTED, "tensor parallel: %lld attention heads cannot be split over %d ranks",
-                          (long long)H, ranks);
-    tp_split(H, ranks, rank, &qh0, &qh1);
+    zs_tp_heads_t hs;
+    int rc = zs_tp_heads(c, ranks, rank, &hs, err);
+    if (rc != ZS_OK) return rc;
     int is_w = tp_ends_with(n, ".weight"), is_b = tp_ends_with(n, ".bias");
     if ((is_w || is_b) && strstr(n, "self_attn.q_proj.")) {
-        kind = ZS_TP_ROWS, unit = hd, b = qh0, e = qh1;
+        kind = ZS_TP_ROWS, unit = hd, b = hs.q0, e = hs.q1;
     } else if ((is_w || is_b) && (strstr(n, "self_attn.k_proj.") || strstr(n, "self_attn.v_proj."))) {
-        int64_t g = H / K; /* query heads per KV head: a rank holds the KV heads its query heads use */
-        kind = ZS_TP_ROWS, unit = hd, b = qh0 / g, e = (qh1 - 1) / g + 1;
+        kind = ZS_TP_ROWS, unit = hd, b = hs.kv0, e = hs.kv1;
     } else if (is_w && strstr(n, "self_attn.o_proj.")) {
-        kind = ZS_TP_COLS, unit = hd, b = qh0, e = qh1;
+        kind = ZS_TP_COLS, unit = hd, b = hs.q0, e = hs.q1;
     } else if (is_w && (strstr(n, "mlp.gate_proj.") || strstr(n, "mlp.up_proj."))) {
         kind = ZS_TP_ROWS, unit = 1;
-        tp_split(c->intermediate, ranks, rank, &b, &e);
+        zs_tp_split(c->intermediate, ranks, rank, &b, &e);
     } else if (is_w && strstr(n, "mlp.down_proj.")) {
         kind = ZS_TP_COLS, unit = 1;
-        tp_split(c->intermediate, ranks, rank, &b, &e);
+        zs_tp_split(c->intermediate, ranks, rank, &b, &e);
     } else if (is_w && (tp_ends_with(n, "embed_tokens.weight") || tp_ends_with(n, "lm_head.weight"))) {
         kind = ZS_TP_ROWS, unit = 1;
-        tp_split(rows, ranks, rank, &b, &e);
+        zs_tp_split(rows, ranks, rank, &b, &e);
     }
     out->kind = kind;
     uint64_t item = zs_dtype_size(t->dtype);
@@ -175,7 +211,8 @@ static int tp_plan_tensor(tp_builder_t *bd, const zs_ckpt_t *ck, size_t ti, uint
 int zs_tp_plan_build(const zs_ckpt_t *ck, const zs_model_config_t *c, int ranks, uint64_t unit_bytes,
                      zs_tp_plan_t *out, zs_err_t *err) {
     memset(out, 0, sizeof *out);
-    if (ranks < 1 || ranks > 1024) return zs_err_set(err, ZS_EINVAL, "tensor parallel: %d ranks", ranks);
+    int rc0 = zs_tp_check(c, ranks, err);
+    if (rc0 != ZS_OK) return rc0;
     if (unit_bytes == 0) return zs_err_set(err, ZS_EINVAL, "tensor parallel: unit size 0");
     out->ranks = ranks;
     out->ntensors = ck->ntensors;
@@ -205,43 +242,4 @@ int zs_tp_plan_build(const zs_ckpt_t *ck, const zs_model_config_t *c, int ranks,
         }
     }
     return ZS_OK;
-}
-
-int zs_tp_load_host(const zs_ckpt_t *ck, const zs_tp_plan_t *p, void *const *rank_bufs, zs_err_t *err) {
-    uint64_t maxlen = 0;
-    for (size_t i = 0; i < p->nunits; i++) maxlen = p->units[i].len > maxlen ? p->units[i].len : maxlen;
-    char *buf = malloc(maxlen ? maxlen : 1);
-    int *fds = calloc(ck->nfiles + 1, sizeof *fds);
-    int rc = ZS_OK;
-    if (buf == NULL || fds == NULL) {
-        rc = zs_err_set(err, ZS_ENOMEM, "tensor parallel: out of memory");
-        goto done;
-    }
-    for (uint32_t f = 0; f < ck->nfiles; f++) fds[f] = -1;
-    for (uint32_t f = 0; f < ck->nfiles && rc == ZS_OK; f++)
-        if ((fds[f] = open(ck->files[f].path, O_RDONLY | O_CLOEXEC)) < 0)
-            rc = zs_err_set(err, zs_status_from_errno(errno), "open %s: %s", ck->files[f].path, strerror(errno));
-    for (size_t i = 0; i < p->nunits && rc == ZS_OK; i++) {
-        const zs_tp_unit_t *u = &p->units[i];
-        for (uint64_t got = 0; got < u->len && rc == ZS_OK;) {
-            ssize_t r = pread(fds[u->file], buf + got, u->len - got, (off_t)(u->src + got));
-            if (r < 0 && errno == EINTR) continue;
-            if (r <= 0)
-                rc = zs_err_set(err, ZS_EIO, "read %s at offset %llu: %s", ck->files[u->file].path,
-                                (unsigned long long)(u->src + got), r < 0 ? strerror(errno) : "unexpected end of file");
-            else got += (uint64_t)r;
-        }
-        for (size_t d = u->first; d < u->first + u->count && rc == ZS_OK; d++) {
-            const zs_tp_delivery_t *dv = &p->deliveries[d];
-            for (uint64_t row = 0; row < dv->rows; row++)
-                memcpy((char *)rank_bufs[dv->rank] + dv->dst + row * dv->dst_pitch,
-                       buf + dv->src_off + row * dv->src_pitch, dv->width);
-        }
-    }
-done:
-    for (uint32_t f = 0; fds != NULL && f < ck->nfiles; f++)
-        if (fds[f] >= 0) close(fds[f]);
-    free(fds);
-    free(buf);
-    return rc;
 }

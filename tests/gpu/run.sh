@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU tests (`make test-gpu`, on a machine with a CUDA GPU): the C GPU loader tests on a
 # small synthetic model, `zerostart load --verify` on cuda through the CLI, and the CUDA
-# engine against the CPU engine on tiny models. The binaries
+# engine against the CPU engine on tiny models; with 2 or more GPUs also tensor parallel (the
+# sliced load verified byte for byte, the NCCL engine against the one-GPU engine). The binaries
 # come from the build folder of ZS_BIN (default build/rel), built by `make test-gpu`.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -28,5 +29,11 @@ if python3 tests/gpu/tiny_gpu_models.py "$TINY" >/dev/null 2>&1; then
 else
   echo "skip cuda_engine_vs_cpu (tests/gpu/tiny_gpu_models.py needs numpy and safetensors)"
 fi
+NGPU=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
+for N in 2 4; do
+  [ "$NGPU" -ge "$N" ] || { echo "skip tensor parallel over $N GPUs ($NGPU GPUs)"; continue; }
+  check cli_load_tp${N}_verify "$BIN" load "$MODEL" --device cuda:0 --tp $N --verify
+  [ -d "$TINY" ] && check cuda_tp${N}_vs_one_gpu "$REL/test_cuda_engine" compare-tp $N "$TINY"/*
+done
 echo "gpu tests: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

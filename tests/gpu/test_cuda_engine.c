@@ -9,6 +9,12 @@
  *                                          continuations. Relative error per position
  *                                          |a - b| / |b| <= 1e-2; one "ok"/"not ok" line per
  *                                          check with the error, last line "N passed, N failed"
+ *   test_cuda_engine compare-tp N DIR...   for each model directory: a tensor-parallel CUDA engine
+ *                                          over GPUs 0..N-1 (sliced load, NCCL) against the
+ *                                          one-GPU engine on cuda:0: logits of every position
+ *                                          (one call; calls of 5 with 7-token steps), token-by-
+ *                                          token decode, batched decode of forked sequences and
+ *                                          greedy 32 tokens up to the first near-tie, as above
  *   test_cuda_engine logits DIR OUT NGEN [--cpu] [--block N] [--step N] ids...
  *                                          logits of every prompt position as float32
  *                                          [n, vocab] to OUT, then NGEN greedy tokens (decode
@@ -28,15 +34,18 @@
 #include "zerostart/ckpt.h"
 #include "zerostart/engine.h"
 #include "zerostart/load.h"
+#include "zerostart/tp.h"
 
 typedef struct {
     zs_ckpt_t *ck;
     zs_weights_t *w;
+    zs_tp_weights_t *tw;
     zs_engine_t *e;
 } model_t;
 
 static void model_close(model_t *m) {
     zs_engine_free(m->e);
+    zs_tp_weights_free(m->tw);
     zs_weights_free(m->w);
     zs_ckpt_close(m->ck);
     memset(m, 0, sizeof *m);
@@ -64,6 +73,31 @@ static int model_open(const char *dir, int cuda, int block, int step, uint32_t k
     return 0;
 fail:
     model_close(m);
+    return rc;
+}
+
+/* The model sliced over GPUs 0..ranks-1, every byte read once, in a tensor-parallel engine. */
+static int model_open_tp(const char *dir, int ranks, int block, int step, model_t *m, zs_err_t *err) {
+    memset(m, 0, sizeof *m);
+    int rc = zs_ckpt_open(dir, &m->ck, err);
+    if (rc) return rc;
+    zs_tp_load_opts_t to;
+    zs_tp_load_opts_default(&to);
+    to.kind = ZS_DEV_CUDA;
+    to.ranks = ranks;
+    to.unit_bytes = 64 << 10; /* several units per tensor even on tiny models */
+    rc = zs_tp_load(m->ck, &to, &m->tw, err);
+    if (rc == 0 && m->tw->stats.read_bytes != m->ck->total_bytes)
+        rc = zs_err_set(err, ZS_EIO, "sliced load read %llu bytes of %llu", (unsigned long long)m->tw->stats.read_bytes,
+                        (unsigned long long)m->ck->total_bytes);
+    zs_engine_opts_t eo;
+    zs_engine_opts_default(&eo);
+    eo.backend = ZS_BACKEND_CUDA;
+    eo.block_size = block;
+    eo.max_step_tokens = step;
+    eo.kv_blocks = 512;
+    if (rc == 0) rc = zs_engine_create_tp(m->tw, &eo, &m->e, err);
+    if (rc) model_close(m);
     return rc;
 }
 
@@ -298,6 +332,96 @@ out:
     return 0;
 }
 
+/* Tensor-parallel CUDA engine (GPUs 0..ranks-1) against the one-GPU engine. */
+static int compare_tp_one(const char *dir, int ranks) {
+    zs_err_t err = {0};
+    model_t one, tp, tp7;
+    char what[160];
+    if (model_open(dir, 1, 4, 256, 512, 0, &one, &err)) {
+        fprintf(stderr, "%s: cuda: %s\n", dir, err.msg);
+        g_fail++;
+        return 1;
+    }
+    if (model_open_tp(dir, ranks, 4, 256, &tp, &err) || model_open_tp(dir, ranks, 16, 7, &tp7, &err)) {
+        fprintf(stderr, "%s: %d GPUs: %s\n", dir, ranks, err.msg);
+        model_close(&tp);
+        model_close(&one);
+        g_fail++;
+        return 1;
+    }
+    const int32_t V = zs_engine_config(one.e)->vocab;
+    int32_t n = 100;
+    if (n > zs_engine_config(one.e)->max_pos - 40) n = (int32_t)zs_engine_config(one.e)->max_pos - 40;
+    int32_t *ids = malloc((size_t)n * sizeof *ids);
+    float *ref = malloc((size_t)n * V * sizeof(float)), *got = malloc((size_t)n * V * sizeof(float));
+    if (!ids || !ref || !got) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    for (int32_t i = 0; i < n; i++) ids[i] = (int32_t)(rng_next() % (uint32_t)V);
+    const double tol = 1e-2;
+    int rc = run_all(one.e, ids, n, 0, ref, &err);
+    double e;
+    struct {
+        model_t *m;
+        int32_t chunk;
+        const char *name;
+    } cases[] = {{&tp, 0, "prefill (one call)"}, {&tp7, 5, "chunked prefill (calls of 5, steps of 7)"}};
+    for (size_t c = 0; rc == 0 && c < 2; c++) {
+        int r2 = run_all(cases[c].m->e, ids, n, cases[c].chunk, got, &err);
+        e = r2 ? INFINITY : rel_err_rows(got, ref, n, V);
+        if (r2) fprintf(stderr, "  %s\n", err.msg);
+        snprintf(what, sizeof what, "%d GPUs: %s", ranks, cases[c].name);
+        report(dir, what, e, e <= tol);
+    }
+    if (rc == 0) {
+        int r2 = run_decode(tp.e, ids, 40, got, &err);
+        e = r2 ? INFINITY : rel_err_rows(got, ref, 40, V);
+        if (r2) fprintf(stderr, "  %s\n", err.msg);
+        snprintf(what, sizeof what, "%d GPUs: token-by-token decode", ranks);
+        report(dir, what, e, e <= tol);
+    }
+    if (rc == 0) { /* greedy, identical up to the one-GPU engine's first near-tie */
+        const int32_t ngen = 32;
+        int32_t ga[32], gb[32];
+        double margin[32];
+        rc = run_greedy(one.e, ids, 20, ngen, ga, ref, margin, &err);
+        int r2 = rc ? rc : run_greedy(tp.e, ids, 20, ngen, gb, got, NULL, &err);
+        int32_t first_diff = ngen, first_tie = ngen;
+        for (int32_t i = 0; r2 == 0 && i < ngen; i++) {
+            if (first_diff == ngen && ga[i] != gb[i]) first_diff = i;
+            if (first_tie == ngen && margin[i] < 1e-3) first_tie = i;
+        }
+        if (r2) fprintf(stderr, "  %s\n", err.msg);
+        if (r2 == 0 && first_diff < first_tie)
+            fprintf(stderr, "  greedy: first difference at token %d (margin %.2e)\n", first_diff, margin[first_diff]);
+        snprintf(what, sizeof what, "%d GPUs: greedy 32 tokens identical up to the first near-tie", ranks);
+        report(dir, what, r2 == 0 && first_diff >= first_tie ? 0.0 : 1.0, r2 == 0 && first_diff >= first_tie);
+    }
+    if (rc) {
+        fprintf(stderr, "%s: one-GPU reference: %s\n", dir, err.msg);
+        g_fail++;
+    }
+    free(ids);
+    free(ref);
+    free(got);
+    model_close(&tp7);
+    model_close(&tp);
+    model_close(&one);
+    return 0;
+}
+
+static int mode_compare_tp(int argc, char **argv) {
+    int ranks = atoi(argv[2]);
+    if (ranks < 1) {
+        fprintf(stderr, "compare-tp: bad rank count '%s'\n", argv[2]);
+        return 2;
+    }
+    for (int i = 3; i < argc; i++) compare_tp_one(argv[i], ranks);
+    printf("%d passed, %d failed\n", g_pass, g_fail);
+    return g_fail ? 1 : 0;
+}
+
 static int mode_compare(int argc, char **argv) {
     for (int i = 2; i < argc; i++) compare_one(argv[i]);
     printf("%d passed, %d failed\n", g_pass, g_fail);
@@ -462,6 +586,7 @@ static int mode_bench(int argc, char **argv) {
 
 int main(int argc, char **argv) {
     if (argc >= 3 && strcmp(argv[1], "compare") == 0) return mode_compare(argc, argv);
+    if (argc >= 4 && strcmp(argv[1], "compare-tp") == 0) return mode_compare_tp(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "logits") == 0) return mode_logits(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "bench") == 0) return mode_bench(argc, argv);
     fprintf(stderr, "usage: %s compare DIR... | logits DIR OUT NGEN [opts] ids... | bench DIR [opts]\n",

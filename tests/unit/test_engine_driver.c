@@ -13,7 +13,8 @@
  *   test_engine_driver check DIR                opens, loads and builds the engine: "ok" or
  *                                               the error
  * opts: --block N (KV block size), --step N (max tokens per step), --chunk N (tokens per
- * prefill call), --threads N. Errors go to stderr with exit status 1. */
+ * prefill call), --threads N, --tp N (a tensor-parallel engine of N simulated ranks on the CPU,
+ * weights loaded with zs_tp_load). Errors go to stderr with exit status 1. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,23 +26,26 @@
 #include "zerostart/load.h"
 #include "zerostart/model.h"
 #include "zerostart/sampling.h"
+#include "zerostart/tp.h"
 #include "zt.h"
 
 /* ------------------------------------------------------------------------------------------
  * CLI modes over a real model directory */
 
 typedef struct {
-    int block, step, chunk, threads, all;
+    int block, step, chunk, threads, all, tp;
 } drv_opts_t;
 
 typedef struct {
     zs_ckpt_t *ck;
     zs_weights_t *w;
+    zs_tp_weights_t *tw;
     zs_engine_t *e;
 } drv_model_t;
 
 static void drv_close(drv_model_t *m) {
     zs_engine_free(m->e);
+    zs_tp_weights_free(m->tw);
     zs_weights_free(m->w);
     zs_ckpt_close(m->ck);
     memset(m, 0, sizeof *m);
@@ -51,11 +55,24 @@ static int drv_open(const char *dir, const drv_opts_t *o, drv_model_t *m, zs_err
     memset(m, 0, sizeof *m);
     int rc = zs_ckpt_open(dir, &m->ck, err);
     if (rc) return rc;
-    zs_load_opts_t lo;
-    zs_load_opts_default(&lo);
-    lo.device.kind = ZS_DEV_CPU;
-    lo.threads = 2;
-    if ((rc = zs_load(m->ck, &lo, &m->w, err))) {
+    if (o->tp > 0) {
+        zs_tp_load_opts_t to;
+        zs_tp_load_opts_default(&to);
+        to.ranks = o->tp;
+        to.threads = 2;
+        to.unit_bytes = 4096; /* many units: column slices cut across several reads */
+        rc = zs_tp_load(m->ck, &to, &m->tw, err);
+        if (rc == 0 && m->tw->stats.read_bytes != m->ck->total_bytes)
+            rc = zs_err_set(err, ZS_EIO, "tensor parallel load read %llu bytes, the checkpoint has %llu",
+                            (unsigned long long)m->tw->stats.read_bytes, (unsigned long long)m->ck->total_bytes);
+    } else {
+        zs_load_opts_t lo;
+        zs_load_opts_default(&lo);
+        lo.device.kind = ZS_DEV_CPU;
+        lo.threads = 2;
+        rc = zs_load(m->ck, &lo, &m->w, err);
+    }
+    if (rc) {
         drv_close(m);
         return rc;
     }
@@ -65,7 +82,8 @@ static int drv_open(const char *dir, const drv_opts_t *o, drv_model_t *m, zs_err
     eo.max_step_tokens = o->step;
     eo.threads = o->threads;
     eo.kv_blocks = 256;
-    if ((rc = zs_engine_create(m->ck, m->w, &eo, &m->e, err))) {
+    rc = m->tw ? zs_engine_create_tp(m->tw, &eo, &m->e, err) : zs_engine_create(m->ck, m->w, &eo, &m->e, err);
+    if (rc) {
         drv_close(m);
         return rc;
     }
@@ -88,6 +106,7 @@ static int parse_opts(int argc, char **argv, int *i, drv_opts_t *o) {
         else if (strcmp(a, "--step") == 0) o->step = v;
         else if (strcmp(a, "--chunk") == 0) o->chunk = v;
         else if (strcmp(a, "--threads") == 0) o->threads = v;
+        else if (strcmp(a, "--tp") == 0) o->tp = v;
         else return -1;
     }
     return 0;

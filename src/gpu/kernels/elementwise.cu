@@ -1,4 +1,5 @@
-/* CUDA backend elementwise kernels: embedding lookup, RMSNorm (optionally also writing a
+/* CUDA backend elementwise kernels: embedding lookup (also of a tensor-parallel rank's
+ * vocabulary rows), RMSNorm (optionally also writing a
  * bf16 copy for the next matrix product), RoPE from host-computed cos/sin tables, KV store
  * into the bf16 paged pool, SiLU-mul, residual add, bias add, float -> bf16/f16 conversion
  * and row gather. Launchers are declared in kernels.h. */
@@ -30,12 +31,35 @@ __global__ void k_embed(float *x, const void *table, int wdt, int64_t dim, const
     }
 }
 
+static dim3 embed_grid(int64_t dim, int32_t ntok) {
+    return dim3(grid1((size_t)dim, 256) > 64 ? 64 : grid1((size_t)dim, 256),
+                ntok > 65535 ? 65535u : (unsigned)ntok);
+}
+
 extern "C" cudaError_t zs_k_embed(cudaStream_t st, float *x, const void *table, int wdt,
                                   int64_t dim, const int32_t *ids, int32_t ntok) {
     if (ntok <= 0) return cudaSuccess;
-    dim3 g(grid1((size_t)dim, 256) > 64 ? 64 : grid1((size_t)dim, 256),
-           ntok > 65535 ? 65535u : (unsigned)ntok);
-    k_embed<<<g, 256, 0, st>>>(x, table, wdt, dim, ids, ntok);
+    k_embed<<<embed_grid(dim, ntok), 256, 0, st>>>(x, table, wdt, dim, ids, ntok);
+    return cudaGetLastError();
+}
+
+/* A tensor-parallel rank's embedding: table holds vocabulary rows [row0, row0 + nrows). */
+__global__ void k_embed_rows(float *x, const void *table, int wdt, int64_t dim, int64_t row0,
+                             int64_t nrows, const int32_t *ids, int32_t ntok) {
+    for (int32_t t = blockIdx.y; t < ntok; t += gridDim.y) {
+        const int64_t id = (int64_t)ids[t] - row0;
+        const bool mine = id >= 0 && id < nrows;
+        for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < dim;
+             i += (int64_t)gridDim.x * blockDim.x)
+            x[t * dim + i] = mine ? wload(table, wdt, id * dim + i) : 0.f;
+    }
+}
+
+extern "C" cudaError_t zs_k_embed_rows(cudaStream_t st, float *x, const void *table, int wdt,
+                                       int64_t dim, int64_t row0, int64_t nrows,
+                                       const int32_t *ids, int32_t ntok) {
+    if (ntok <= 0) return cudaSuccess;
+    k_embed_rows<<<embed_grid(dim, ntok), 256, 0, st>>>(x, table, wdt, dim, row0, nrows, ids, ntok);
     return cudaGetLastError();
 }
 

@@ -37,6 +37,9 @@ typedef struct zs_kern_kv {
 
 cudaError_t zs_k_embed(cudaStream_t st, float *x, const void *table, int wdt, int64_t dim,
                        const int32_t *ids, int32_t ntok);
+/* x[t] = table[ids[t] - row0] for ids in [row0, row0 + nrows), else zeros. */
+cudaError_t zs_k_embed_rows(cudaStream_t st, float *x, const void *table, int wdt, int64_t dim,
+                            int64_t row0, int64_t nrows, const int32_t *ids, int32_t ntok);
 /* y = x / rms(x) * w per row; optional bf16 copy of y (ybf may be NULL). */
 cudaError_t zs_k_rmsnorm(cudaStream_t st, float *y, void *ybf, const float *x, int32_t n,
                          int32_t dim, const void *w, int wdt, float eps);
