@@ -156,7 +156,9 @@ static int store_open(zs_kvt_t *t, zs_err_t *err) {
     if (rc != ZS_OK) return rc;
     snprintf(t->model_id, sizeof t->model_id, "zs-kv1:%s:%s", t->ident, desc);
     if (t->o.host_bytes == 0) return ZS_OK;
-    zs_kvstore_opts_t so = {.host_capacity = t->o.host_bytes, .block_bytes = t->layout.block_bytes};
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    zs_kvstore_opts_t so = {.host_capacity = t->o.host_bytes, .block_bytes = t->layout.block_bytes,
+                            .readers = ncpu >= 8 ? 8 : ncpu >= 2 ? (int)ncpu : 2};
     char dir[4096];
     if (t->disk_dir) {
         /* one subdirectory per model identity and layout: the disk tier removes files of any
