@@ -1425,6 +1425,15 @@ void zs_sched_gauges(zs_sched_t *s, zs_model_gauges_t *g) {
     *g = s->g;
     g->queue = s->nwait + s->nfetch;
     pthread_mutex_unlock(&s->mu);
+    /* the store and the contexts change while the scheduler sleeps (disk writes, HTTP): read them now */
+    zs_kvt_stats_t kst;
+    zs_kvt_stats(s->o.kvt, &kst);
+    kv_gauges(g, &kst);
+    if (s->o.contexts) {
+        uint64_t done = 0;
+        zs_ctxreg_counts(s->o.contexts, s->o.name, &g->ctx_ready, &g->ctx_pending, &done);
+        g->ctx_precomputed = (int64_t)done;
+    }
 }
 
 void zs_sched_free(zs_sched_t *s) {

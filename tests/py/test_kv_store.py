@@ -402,3 +402,36 @@ def test_api_keys_are_tenants(zerostart, model):
         assert st == 404
         st, _, b = srv.get("/v1/contexts/mine", headers={"Authorization": "Bearer key-one"})
         assert st == 200 and json.loads(b)["cache_salt"] is True
+
+
+def test_prefix_survives_scale_to_zero(zerostart, model):
+    d, vocab = model
+    p = ids(300, 50, vocab)
+    with Server(zerostart, d, "--name", "tiny", "--kv-mem", "1M", "--kv-host", "16M", "--keep-alive", "0.5") as srv:
+        t1, _ = complete(srv, p)
+        deadline = time.monotonic() + 30
+        while json.loads(srv.get("/v1/models/tiny")[2])["state"] != "unloaded":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        t2, u = complete(srv, p)  # brings the model back, and the prompt's KV from host memory
+        assert t2 == t1
+        assert kv(u)["host_tokens"] == 288 and kv(u)["gpu_tokens"] == 0
+        st = json.loads(srv.get("/v1/models/tiny/startups")[2])["data"][-1]
+        assert st["trigger"] == "request" and st["kv_cache"]["host_tokens"] == 288
+        assert st["kv_cache"]["computed_tokens"] == 12 and st["kv_cache"]["restore_s"] >= 0
+
+
+def test_disk_tier_capacity(zerostart, model, tmp_path):
+    d, vocab = model
+    kvdir = str(tmp_path / "kv")
+    block_file = 288 + 8192  # header + one block of the tiny model's f32 KV
+    args = TIGHT + ("--kv-host", "16M", "--kv-disk", kvdir, "--kv-disk-size", str(10 * block_file))
+    with Server(zerostart, d, *args) as srv:
+        for i in range(4):
+            complete(srv, ids(300, 60 + i, vocab))  # ~19 blocks each, evicted in turn
+        srv.wait_metric('zerostart_kv_store_write_queue{model="tiny"}', lambda v: v == 0)
+        m = srv.metrics()
+        assert m['zerostart_kv_store_disk_bytes{model="tiny"}'] <= 10 * block_file
+        assert m['zerostart_kv_store_disk_evictions_total{model="tiny"}'] > 0
+    files = glob.glob(os.path.join(kvdir, "*", "*", "*.kvb"))
+    assert 0 < len(files) <= 10
