@@ -2,6 +2,7 @@
  * tokenizer_config.json (file or text, string or named-list chat_template, sibling
  * chat_template.jinja), building the render variables the way transformers'
  * apply_chat_template does, and freeing. */
+#include "common/file_read.h"
 #include "engine/chat_template_internal.h"
 
 #include <errno.h>
@@ -198,44 +199,7 @@ int zs_chat_template_load_json(const char *config_json, size_t len, const char *
 }
 
 static int read_file(const char *path, char **buf, size_t *len, zs_err_t *err) {
-    *buf = NULL;
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        int e = errno;
-        return zs_err_set(err, zs_status_from_errno(e), "%s: %s", path, strerror(e));
-    }
-    size_t cap = 0, n = 0;
-    char *p = NULL;
-    for (;;) {
-        if (n + 65536 + 1 > cap) {
-            if (cap >= MAX_CONFIG_BYTES) {
-                free(p);
-                fclose(f);
-                return zs_err_set(err, ZS_ERANGE, "%s: larger than %u bytes", path, MAX_CONFIG_BYTES);
-            }
-            cap = cap ? cap * 2 : 131072;
-            char *np = realloc(p, cap);
-            if (np == NULL) {
-                free(p);
-                fclose(f);
-                return zs_err_set(err, ZS_ENOMEM, "%s: out of memory", path);
-            }
-            p = np;
-        }
-        size_t k = fread(p + n, 1, cap - n - 1, f);
-        n += k;
-        if (k == 0) break;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(p);
-        return zs_err_set(err, ZS_EIO, "%s: read error", path);
-    }
-    p[n] = '\0';
-    *buf = p;
-    *len = n;
-    return 0;
+    return zs_read_file(path, MAX_CONFIG_BYTES, buf, len, err);
 }
 
 int zs_chat_template_load_file(const char *path, const char *name, zs_chat_template_t **out,

@@ -6,6 +6,7 @@
 
 #include <jansson.h>
 
+#include "common/file_read.h"
 #include "zerostart/server.h"
 
 void zs_server_config_init(zs_server_config_t *c) {
@@ -270,35 +271,9 @@ out:
 }
 
 int zs_server_config_load(zs_server_config_t *c, const char *path, zs_err_t *err) {
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return zs_err_set(err, zs_status_from_errno(errno), "%s: %s", path, strerror(errno));
     char *buf = NULL;
-    size_t len = 0, cap = 0;
-    int rc = 0;
-    for (;;) {
-        if (len + 4096 > cap) {
-            if (cap > ((size_t)16 << 20)) {
-                rc = zs_err_set(err, ZS_ERANGE, "%s: config file larger than 16 MiB", path);
-                break;
-            }
-            size_t nc = cap ? cap * 2 : 8192;
-            char *nb = realloc(buf, nc);
-            if (nb == NULL) {
-                rc = zs_err_set(err, ZS_ENOMEM, "%s: out of memory", path);
-                break;
-            }
-            buf = nb;
-            cap = nc;
-        }
-        size_t n = fread(buf + len, 1, cap - len, f);
-        len += n;
-        if (n == 0) {
-            if (ferror(f)) rc = zs_err_set(err, ZS_EIO, "%s: read error", path);
-            break;
-        }
-    }
-    fclose(f);
+    size_t len = 0;
+    int rc = zs_read_file(path, (size_t)16 << 20, &buf, &len, err);
     if (rc == 0) rc = zs_server_config_load_json(c, buf, len, path, err);
     free(buf);
     return rc;

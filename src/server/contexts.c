@@ -12,6 +12,8 @@
 
 #include <jansson.h>
 
+#include "common/file_read.h"
+
 #define CTX_FILE_VERSION 1
 #define CTX_MAX_TOKENS (1 << 22)
 
@@ -262,40 +264,16 @@ int zs_ctxreg_init(zs_ctxreg_t *g, const char *path, zs_err_t *err) {
         zs_ctxreg_destroy(g);
         return zs_err_set(err, ZS_ENOMEM, "contexts: out of memory");
     }
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        if (errno == ENOENT) return 0;
-        int e = errno;
-        zs_ctxreg_destroy(g);
-        return zs_err_set(err, zs_status_from_errno(e), "contexts: %s: %s", path, strerror(e));
-    }
     char *buf = NULL;
-    size_t len = 0, cap = 0;
-    int rc = 0;
-    for (;;) {
-        if (len + 65536 > cap) {
-            size_t nc = cap ? cap * 2 : 1 << 17;
-            if (nc > ((size_t)1 << 30)) {
-                rc = zs_err_set(err, ZS_ERANGE, "contexts: %s is larger than 1 GiB", path);
-                break;
-            }
-            char *nb = realloc(buf, nc);
-            if (nb == NULL) {
-                rc = zs_err_set(err, ZS_ENOMEM, "contexts: out of memory reading %s", path);
-                break;
-            }
-            buf = nb;
-            cap = nc;
-        }
-        size_t k = fread(buf + len, 1, cap - len, f);
-        len += k;
-        if (k == 0) {
-            if (ferror(f)) rc = zs_err_set(err, ZS_EIO, "contexts: read error on %s", path);
-            break;
-        }
+    size_t len = 0;
+    zs_err_t re = {0};
+    int rc = zs_read_file(path, (size_t)1 << 30, &buf, &len, &re);
+    if (rc == ZS_ENOENT) return 0; /* nothing registered yet */
+    if (rc != 0) {
+        zs_ctxreg_destroy(g);
+        return zs_err_set(err, rc, "contexts: %s", re.msg);
     }
-    fclose(f);
-    if (rc == 0) rc = zs_ctxreg_load_json(g, buf, len, path, err);
+    rc = zs_ctxreg_load_json(g, buf, len, path, err);
     free(buf);
     if (rc != 0) zs_ctxreg_destroy(g);
     return rc;
