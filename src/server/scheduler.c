@@ -44,6 +44,11 @@ struct zs_sched {
     uint64_t load_failures;   /* under mu */
     char load_err[320];       /* under mu */
     int pc_ready;
+    /* overlapped start and pre-warming */
+    int weights_pending;      /* scheduler thread: the engine runs while the weights stream in */
+    int want_prewarm;         /* under mu */
+    double prewarm_hold;      /* under mu: keep-alive keeps an unused pre-warm until then */
+    int prewarm_unused;       /* under mu: the engine came from a pre-warm no request has used */
 
     /* scheduler thread only */
     zs_sreq_t **run;
@@ -391,6 +396,8 @@ static void next_token(zs_sched_t *s, zs_sreq_t *r, float *row) {
     r->s.last_tok = tok;
 }
 
+static void poll_weights(zs_sched_t *s, int block);
+
 static void compact_run(zs_sched_t *s) {
     int w = 0;
     for (int i = 0; i < s->nrun; i++) {
@@ -433,6 +440,10 @@ static void step(zs_sched_t *s) {
     if (n == 0) return;
     zs_err_t err = {0};
     int rc = zs_engine_forward(s->e, s->items, n, s->logits, 0, &err);
+    if (rc != 0 && s->weights_pending) {
+        poll_weights(s, 1); /* a failed overlapped load fails every request with its own error */
+        if (s->e == NULL) return;
+    }
     if (rc != 0) {
         zs_slog(&s->log, ZS_LOG_ERROR, NULL, "model %s: forward step of %d items failed: %s",
                 s->o.name, n, err.msg);
@@ -558,37 +569,42 @@ static void drop_cancelled_waiting(zs_sched_t *s) {
 }
 
 static void sched_unload(zs_sched_t *s, const char *why) {
+    pthread_mutex_lock(&s->mu);
+    int unused = s->prewarm_unused;
+    s->prewarm_unused = 0;
+    pthread_mutex_unlock(&s->mu);
+    if (unused) zs_metrics_prewarm(s->m, ZS_PREWARM_UNUSED);
+    int cancelled = s->weights_pending; /* unload cancels a load still in progress */
+    s->weights_pending = 0;
     set_state(s, ZS_MODEL_UNLOADING);
     if (s->pc_ready) zs_pcache_destroy(&s->pc); /* holder sequences die with the engine */
     s->pc_ready = 0;
     s->life.unload(s->life.ctx, why);
     s->e = NULL;
+    pthread_mutex_lock(&s->mu);
+    if (cancelled) { /* whoever waits for "ready" (admin load) learns that it will not come */
+        s->load_failures++;
+        snprintf(s->load_err, sizeof s->load_err, "model %.60s: the start was cancelled (unloaded: %.60s)",
+                 s->o.name, why);
+    }
+    pthread_mutex_unlock(&s->mu);
     set_state(s, ZS_MODEL_UNLOADED);
     update_gauges(s);
 }
 
-static void sched_load(zs_sched_t *s) {
-    pthread_mutex_lock(&s->mu);
-    zs_sreq_t *trigger = s->wait_head; /* only this thread pops: it stays queued meanwhile */
-    pthread_mutex_unlock(&s->mu);
-    set_state(s, ZS_MODEL_LOADING);
-    zs_engine_t *e = NULL;
-    int64_t sid = -1;
-    zs_err_t err = {0};
-    int rc = s->life.load(s->life.ctx, trigger, trigger ? "request" : "admin", &s->abort_load, &e, &sid, &err);
-    if (rc == 0 && sched_bind(s, e) != 0) {
-        s->life.unload(s->life.ctx, "out of memory");
-        rc = zs_err_set(&err, ZS_ENOMEM, "out of memory for the scheduler buffers");
-    }
-    if (rc == 0) {
-        if (trigger) trigger->startup = sid;
-        set_state(s, ZS_MODEL_READY);
-        return;
+/* A start failed: running and queued requests get 503 with the reason, the engine (an
+ * overlapped start's) is unloaded, waiters of zs_sched_wait_state see the failure. */
+static void load_failed(zs_sched_t *s, const char *rid, const zs_err_t *err) {
+    char msg[320];
+    snprintf(msg, sizeof msg, "model %.60s could not be loaded: %.220s", s->o.name, err->msg);
+    zs_slog(&s->log, ZS_LOG_ERROR, rid, "%s", msg);
+    if (s->e != NULL) {
+        for (int i = 0; i < s->nrun; i++)
+            if (!s->run[i]->s.finished) finish(s, s->run[i], NULL, 503, msg);
+        compact_run(s);
+        sched_unload(s, "load failed");
     }
     s->e = NULL;
-    char msg[320];
-    snprintf(msg, sizeof msg, "model %.60s could not be loaded: %.220s", s->o.name, err.msg);
-    zs_slog(&s->log, ZS_LOG_ERROR, trigger ? trigger->id : NULL, "%s", msg);
     pthread_mutex_lock(&s->mu);
     s->load_failures++;
     snprintf(s->load_err, sizeof s->load_err, "%s", msg);
@@ -597,6 +613,59 @@ static void sched_load(zs_sched_t *s) {
     pthread_mutex_unlock(&s->mu);
     zs_sreq_t *r;
     while ((r = pop_wait(s)) != NULL) finish_unqueued(s, r, 503, msg);
+}
+
+/* Overlapped start: looks at the weights still streaming in (block: waits for them). Once every
+ * weight is resident the model is ready; a failed load fails its requests and unloads. */
+static void poll_weights(zs_sched_t *s, int block) {
+    if (!s->weights_pending) return;
+    zs_err_t err = {0};
+    int rc = s->life.load_poll(s->life.ctx, block, &err);
+    if (rc > 0) return;
+    s->weights_pending = 0;
+    if (rc == 0) set_state(s, ZS_MODEL_READY);
+    else load_failed(s, NULL, &err);
+}
+
+static void sched_load(zs_sched_t *s, int prewarm) {
+    pthread_mutex_lock(&s->mu);
+    zs_sreq_t *trigger = s->wait_head; /* only this thread pops: it stays queued meanwhile */
+    pthread_mutex_unlock(&s->mu);
+    const char *why = trigger ? "request" : prewarm ? "prewarm" : "admin";
+    set_state(s, ZS_MODEL_LOADING);
+    zs_engine_t *e = NULL;
+    int64_t sid = -1;
+    zs_err_t err = {0};
+    int rc = s->life.load(s->life.ctx, trigger, why, &s->abort_load, &e, &sid, &err);
+    if (rc == ZS_EBUSY && trigger == NULL && prewarm) { /* no idle room now: nothing was done */
+        zs_slog(&s->log, ZS_LOG_DEBUG, NULL, "model %s: pre-warm skipped: %s", s->o.name, err.msg);
+        set_state(s, ZS_MODEL_UNLOADED);
+        return;
+    }
+    if (rc == 0 && sched_bind(s, e) != 0) {
+        s->life.unload(s->life.ctx, "out of memory");
+        rc = zs_err_set(&err, ZS_ENOMEM, "out of memory for the scheduler buffers");
+    }
+    if (rc != 0) {
+        s->e = NULL;
+        load_failed(s, trigger ? trigger->id : NULL, &err);
+        return;
+    }
+    if (trigger) trigger->startup = sid;
+    if (trigger == NULL && prewarm) zs_metrics_prewarm(s->m, ZS_PREWARM_STARTED);
+    pthread_mutex_lock(&s->mu);
+    s->prewarm_unused = trigger == NULL && prewarm && s->wait_head == NULL;
+    pthread_mutex_unlock(&s->mu);
+    s->weights_pending = s->life.load_poll != NULL; /* the state stays "loading" until they are in */
+    poll_weights(s, 0);
+    if (!s->weights_pending && s->e != NULL) set_state(s, ZS_MODEL_READY);
+}
+
+/* When keep-alive unloads an idle ready model (under mu). */
+static double keep_alive_deadline(const zs_sched_t *s) {
+    double dl = s->idle_since + s->o.keep_alive_s;
+    if (s->prewarm_unused && s->prewarm_hold > dl) dl = s->prewarm_hold;
+    return dl;
 }
 
 static void cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, double deadline) {
@@ -631,10 +700,14 @@ static void *sched_main(void *arg) {
                 pthread_cond_wait(&s->cv, &s->mu);
                 continue;
             }
-            if (st == ZS_MODEL_UNLOADED && s->want_load) break;
+            if (s->weights_pending) { /* overlapped start, no work: look at the load again soon */
+                if (!s->want_unload && !s->want_evict) cond_wait_until(&s->cv, &s->mu, zs_now() + 0.005);
+                break;
+            }
+            if (st == ZS_MODEL_UNLOADED && (s->want_load || s->want_prewarm)) break;
             if (st == ZS_MODEL_READY && (s->want_unload || s->want_evict)) break;
             if (st == ZS_MODEL_READY && s->o.keep_alive_s > 0) {
-                double dl = s->idle_since + s->o.keep_alive_s;
+                double dl = keep_alive_deadline(s);
                 if (zs_now() >= dl) break;
                 cond_wait_until(&s->cv, &s->mu, dl);
                 continue;
@@ -655,17 +728,24 @@ static void *sched_main(void *arg) {
         const char *unload_why = NULL;
         int do_load = 0;
         if (s->has_life && !quit) {
-            if (st == ZS_MODEL_READY && idle) {
+            if (s->weights_pending && idle) {
+                /* a load in progress with no request: admin unload, or eviction of an unused
+                 * pre-warm for a live request, cancels it */
+                if (s->want_unload) unload_why = "admin";
+                else if (s->want_evict && s->prewarm_unused) unload_why = "evicted";
+                else s->want_evict = 0;
+                if (unload_why) s->want_unload = s->want_evict = 0;
+            } else if (st == ZS_MODEL_READY && idle) {
                 if (s->want_unload) unload_why = "admin";
                 else if (s->want_evict) unload_why = "evicted";
-                else if (s->o.keep_alive_s > 0 && zs_now() >= s->idle_since + s->o.keep_alive_s)
-                    unload_why = "keep-alive";
+                else if (s->o.keep_alive_s > 0 && zs_now() >= keep_alive_deadline(s))
+                    unload_why = s->prewarm_unused ? "pre-warm unused" : "keep-alive";
                 if (unload_why) s->want_unload = s->want_evict = 0;
             }
             if (!idle) s->want_evict = 0; /* busy: not a victim any more */
-            if (st == ZS_MODEL_UNLOADED && (s->wait_head != NULL || s->want_load)) {
-                do_load = s->want_load ? 2 : 1;
-                s->want_load = 0;
+            if (st == ZS_MODEL_UNLOADED && (s->wait_head != NULL || s->want_load || s->want_prewarm)) {
+                do_load = s->want_load ? 2 : s->wait_head != NULL ? 1 : 3;
+                s->want_load = s->want_prewarm = 0;
             }
         }
         pthread_mutex_unlock(&s->mu);
@@ -677,15 +757,17 @@ static void *sched_main(void *arg) {
         if (do_load) {
             drop_cancelled_waiting(s);
             pthread_mutex_lock(&s->mu);
-            int go = s->wait_head != NULL || (do_load == 2 && !s->stopping);
+            int go = s->wait_head != NULL || (do_load >= 2 && !s->stopping);
             pthread_mutex_unlock(&s->mu);
-            if (go) sched_load(s);
+            if (go) sched_load(s, do_load == 3);
             continue;
         }
         if (s->e == NULL) { /* unloaded: only cancelled requests can be here */
             drop_cancelled_waiting(s);
             continue;
         }
+        poll_weights(s, 0); /* overlapped start: every weight resident by now? */
+        if (s->e == NULL) continue; /* the load failed */
         if (cancel_all)
             for (int i = 0; i < s->nrun; i++) {
                 int exp = ZS_CANCEL_NONE;
@@ -786,11 +868,29 @@ void zs_sched_request_load(zs_sched_t *s) {
     pthread_mutex_unlock(&s->mu);
 }
 
+void zs_sched_request_prewarm(zs_sched_t *s, double hold_until) {
+    pthread_mutex_lock(&s->mu);
+    if (atomic_load(&s->state) == ZS_MODEL_UNLOADED && s->wait_head == NULL && !s->want_load &&
+        !s->stopping && s->has_life) {
+        s->want_prewarm = 1;
+        s->prewarm_hold = hold_until;
+        pthread_cond_signal(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+int zs_sched_prewarm_unused(zs_sched_t *s) {
+    pthread_mutex_lock(&s->mu);
+    int u = s->prewarm_unused && atomic_load(&s->active) == 0;
+    pthread_mutex_unlock(&s->mu);
+    return u;
+}
+
 void zs_sched_request_unload(zs_sched_t *s, int persistent) {
     pthread_mutex_lock(&s->mu);
     if (persistent) {
         s->want_unload = 1;
-        s->want_load = 0;
+        s->want_load = s->want_prewarm = 0;
     } else {
         s->want_evict = 1;
     }
@@ -839,6 +939,10 @@ int zs_sched_submit(zs_sched_t *s, zs_sreq_t *r) {
     if (s->nwait >= s->o.max_queue) {
         pthread_mutex_unlock(&s->mu);
         return ZS_EBUSY;
+    }
+    if (s->prewarm_unused) { /* the first request after a pre-warm */
+        s->prewarm_unused = 0;
+        if (atomic_load(&s->state) == ZS_MODEL_READY) zs_metrics_prewarm(s->m, ZS_PREWARM_HIT);
     }
     zs_sreq_ref(r);
     atomic_fetch_add(&s->active, 1);

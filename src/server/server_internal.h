@@ -12,6 +12,7 @@
 #include "server/log.h"
 #include "server/metrics.h"
 #include "server/openai_request.h"
+#include "server/prewarm.h"
 #include "server/residency.h"
 #include "server/serve_model.h"
 #include "zerostart/pool.h"
@@ -27,6 +28,7 @@ struct zs_server {
     zs_pool_t *pool;             /* hot model pool; NULL without --pool-size */
     zs_res_t res;                /* device budgets, placement */
     int res_ready;
+    zs_prewarm_t *prewarm;       /* pre-warming policy; NULL when off */
     struct MHD_Daemon *d;
     uint16_t port;
     atomic_int inflight;         /* HTTP requests between first callback and completion */
