@@ -39,6 +39,7 @@ struct zs_sched {
     atomic_int state;         /* ZS_MODEL_*; written by the scheduler thread */
     atomic_int abort_load;    /* set at shutdown: a load waiting for memory gives up */
     pthread_cond_t state_cv;  /* state changes (under mu) */
+    uint64_t reached[4];      /* under mu: times each state was entered (zs_sched_wait_state) */
     int want_load, want_unload, want_evict; /* under mu */
     double idle_since;        /* under mu */
     uint64_t load_failures;   /* under mu */
@@ -531,6 +532,7 @@ static int sched_bind(zs_sched_t *s, zs_engine_t *e) {
 static void set_state(zs_sched_t *s, int st) {
     pthread_mutex_lock(&s->mu);
     atomic_store(&s->state, st);
+    s->reached[st]++;
     if (st == ZS_MODEL_READY) {
         s->idle_since = zs_now();
         s->want_load = 0;
@@ -609,6 +611,7 @@ static void load_failed(zs_sched_t *s, const char *rid, const zs_err_t *err) {
     s->load_failures++;
     snprintf(s->load_err, sizeof s->load_err, "%s", msg);
     atomic_store(&s->state, ZS_MODEL_UNLOADED);
+    s->reached[ZS_MODEL_UNLOADED]++;
     pthread_cond_broadcast(&s->state_cv);
     pthread_mutex_unlock(&s->mu);
     zs_sreq_t *r;
@@ -910,11 +913,12 @@ double zs_sched_idle_s(zs_sched_t *s) {
 
 int zs_sched_wait_state(zs_sched_t *s, int state, double timeout_s, char *msg, size_t cap) {
     double deadline = zs_now() + timeout_s;
+    if (state < 0 || state > ZS_MODEL_UNLOADING) return 0;
     pthread_mutex_lock(&s->mu);
-    uint64_t fails = s->load_failures;
+    uint64_t fails = s->load_failures, seen = s->reached[state];
     int rc = 0;
-    for (;;) {
-        if (atomic_load(&s->state) == state) {
+    for (;;) { /* reached, even if it was left again before this thread woke up */
+        if (atomic_load(&s->state) == state || s->reached[state] != seen) {
             rc = 1;
             break;
         }

@@ -157,8 +157,9 @@ void zs_sched_request_unload(zs_sched_t *s, int persistent);
 int zs_sched_idle(zs_sched_t *s);
 /* Seconds since the model last had work (0 while it has). */
 double zs_sched_idle_s(zs_sched_t *s);
-/* Waits until the state is `state` or a load failed after the call (returns -1 with the
- * error in msg), up to timeout_s (returns 0 on timeout, 1 when reached). */
+/* Waits until the state is (or has been, since the call) `state`, or a load failed or was
+ * cancelled after the call (returns -1 with the reason in msg), up to timeout_s (returns 0 on
+ * timeout, 1 when reached). */
 int zs_sched_wait_state(zs_sched_t *s, int state, double timeout_s, char *msg, size_t cap);
 /* Queues r (taking a reference). ZS_EBUSY: queue full; ZS_ECANCELED: draining. */
 int zs_sched_submit(zs_sched_t *s, zs_sreq_t *r);
