@@ -79,6 +79,29 @@ static void dev_name(const zs_device_t *d, char *buf, size_t cap) {
     else snprintf(buf, cap, "cuda:%d", d->index);
 }
 
+/* Placement's view of a device's memory (r->mu held), no idle models listed yet. */
+static void dev_view(const zs_res_dev_t *dv, int allowed, zs_place_gpu_t *g) {
+    memset(g, 0, sizeof *g);
+    g->allowed = allowed;
+    g->total_bytes = dv->budget ? dv->budget : UINT64_MAX / 4;
+    g->free_bytes = g->total_bytes > dv->used ? g->total_bytes - dv->used : 0;
+    g->h2d_gbps = dv->h2d_gbps;
+}
+
+/* Reserves me's footprint on the placed slot (r->mu held) and describes the decision; the device
+ * name goes to dn. */
+static void reserve(zs_res_t *r, zs_res_model_t *me, const zs_place_result_t *pr, zs_res_decision_t *d, char *dn,
+                    size_t cap) {
+    r->devs[pr->gpu].used += me->footprint;
+    me->reserved = me->footprint;
+    me->dev = pr->gpu;
+    me->loading = 1;
+    d->dev = pr->gpu;
+    d->device = r->devs[pr->gpu].dev;
+    d->est_s = pr->est_s;
+    dev_name(&r->devs[pr->gpu].dev, dn, cap);
+}
+
 static void wait_a_bit(zs_res_t *r, double s) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -104,13 +127,8 @@ int zs_res_acquire(zs_res_t *r, int idx, const atomic_int *abort, zs_res_decisio
             break;
         }
         zs_place_gpu_t g[ZS_RES_MAX_DEV];
-        memset(g, 0, sizeof g);
         for (int i = 0; i < r->ndev; i++) {
-            zs_res_dev_t *dv = &r->devs[i];
-            g[i].allowed = (me->allowed >> i) & 1u;
-            g[i].total_bytes = dv->budget ? dv->budget : UINT64_MAX / 4;
-            g[i].free_bytes = g[i].total_bytes > dv->used ? g[i].total_bytes - dv->used : 0;
-            g[i].h2d_gbps = dv->h2d_gbps;
+            dev_view(&r->devs[i], (me->allowed >> i) & 1u, &g[i]);
             for (int j = 0; j < r->nmodels && g[i].nidle < ZS_PLACE_MAX_IDLE; j++) {
                 zs_res_model_t *o = &r->models[j];
                 if (j == idx || o->dev != i || o->reserved == 0 || o->sched == NULL) continue;
@@ -138,15 +156,8 @@ int zs_res_acquire(zs_res_t *r, int idx, const atomic_int *abort, zs_res_decisio
             break;
         }
         if (pr.gpu >= 0 && pr.nevict == 0) {
-            r->devs[pr.gpu].used += me->footprint;
-            me->reserved = me->footprint;
-            me->dev = pr.gpu;
-            me->loading = 1;
-            d->dev = pr.gpu;
-            d->device = r->devs[pr.gpu].dev;
-            d->est_s = pr.est_s;
             char dn[32];
-            dev_name(&r->devs[pr.gpu].dev, dn, sizeof dn);
+            reserve(r, me, &pr, d, dn, sizeof dn);
             if (evicted[0]) snprintf(d->text, sizeof d->text, "%s after unloading %s", dn, evicted);
             else snprintf(d->text, sizeof d->text, "%s (free memory)", dn);
             break;
@@ -202,14 +213,7 @@ int zs_res_acquire_idle(zs_res_t *r, int idx, zs_res_decision_t *d, zs_err_t *er
     zs_res_model_t *me = &r->models[idx];
     uint32_t idle = me->dev < 0 ? idle_devices(r, me->allowed) : 0;
     zs_place_gpu_t g[ZS_RES_MAX_DEV];
-    memset(g, 0, sizeof g);
-    for (int i = 0; i < r->ndev; i++) { /* free memory only: a pre-warm never unloads anything */
-        zs_res_dev_t *dv = &r->devs[i];
-        g[i].allowed = (idle >> i) & 1u;
-        g[i].total_bytes = dv->budget ? dv->budget : UINT64_MAX / 4;
-        g[i].free_bytes = g[i].total_bytes > dv->used ? g[i].total_bytes - dv->used : 0;
-        g[i].h2d_gbps = dv->h2d_gbps;
-    }
+    for (int i = 0; i < r->ndev; i++) dev_view(&r->devs[i], (idle >> i) & 1u, &g[i]); /* a pre-warm unloads nothing */
     zs_place_model_t pm = {.bytes = me->footprint, .weight_bytes = me->weight_bytes, .tier = me->tier,
                            .read_gbps = r->read_gbps};
     zs_place_result_t pr;
@@ -220,15 +224,8 @@ int zs_res_acquire_idle(zs_res_t *r, int idx, zs_res_decision_t *d, zs_err_t *er
         rc = zs_err_set(err, ZS_EBUSY, "model %s: no idle device has %.1f MiB free", me->name,
                         (double)me->footprint / 1048576.0);
     } else {
-        r->devs[pr.gpu].used += me->footprint;
-        me->reserved = me->footprint;
-        me->dev = pr.gpu;
-        me->loading = 1;
-        d->dev = pr.gpu;
-        d->device = r->devs[pr.gpu].dev;
-        d->est_s = pr.est_s;
         char dn[32];
-        dev_name(&r->devs[pr.gpu].dev, dn, sizeof dn);
+        reserve(r, me, &pr, d, dn, sizeof dn);
         snprintf(d->text, sizeof d->text, "%s (free memory, idle device: pre-warm)", dn);
     }
     pthread_mutex_unlock(&r->mu);

@@ -157,16 +157,19 @@ static void dev_text(zs_device_t d, char *buf, size_t cap) {
     else snprintf(buf, cap, "cuda:%d", d.index);
 }
 
-static void startup_failed(zs_srv_model_t *m, int64_t seq, const char *msg) {
+/* Start seq ended without a model: ok -1 failed (counted), -2 cancelled. */
+static void startup_ended(zs_srv_model_t *m, int64_t seq, int ok, const char *msg) {
     pthread_mutex_lock(&m->smu);
     zs_startup_t *s = startup_at(m, seq);
     if (s) {
-        s->ok = -1;
+        s->ok = ok;
         snprintf(s->error, sizeof s->error, "%.250s", msg);
     }
     pthread_mutex_unlock(&m->smu);
-    zs_metrics_startup(m->metrics, NULL, 0, 0);
+    if (ok == -1) zs_metrics_startup(m->metrics, NULL, 0, 0);
 }
+
+static void startup_failed(zs_srv_model_t *m, int64_t seq, const char *msg) { startup_ended(m, seq, -1, msg); }
 
 /* Start seq is complete (every weight resident; placed at t_placed): the measured footprint
  * and transfer go to placement, the timeline to the record, the metrics and the log. */
@@ -243,6 +246,8 @@ static int model_start(zs_srv_model_t *m, const char *path, int64_t seq, const z
     if (s) {
         s->engine_s = t_placed - s->t0 + m->b->timeline.engine;
         s->overlap = overlap;
+        /* provisional while the weights stream in: a storage load may turn out to be "disk" */
+        snprintf(s->source, sizeof s->source, "%s", zs_weights_source_name(m->b->timeline.source));
     }
     pthread_mutex_unlock(&m->smu);
     if (overlap) { /* completed by load_poll_cb */
@@ -307,13 +312,9 @@ static void unload_cb(void *ctx, const char *why) {
     zs_bundle_unload(m->b); /* cancels a load still in progress */
     zs_res_release(m->res, m->idx);
     if (pending) {
-        pthread_mutex_lock(&m->smu);
-        zs_startup_t *s = startup_at(m, pending);
-        if (s) {
-            s->ok = -2;
-            snprintf(s->error, sizeof s->error, "cancelled: unloaded (%.60s) before every weight was resident", why);
-        }
-        pthread_mutex_unlock(&m->smu);
+        char msg[160];
+        snprintf(msg, sizeof msg, "cancelled: unloaded (%.60s) before every weight was resident", why);
+        startup_ended(m, pending, -2, msg);
         zs_slog(m->log, ZS_LOG_INFO, NULL, "model %s start-up %lld cancelled (%s)", m->name, (long long)pending, why);
     }
     zs_slog(m->log, ZS_LOG_INFO, NULL, "model %s scaled to zero (%s) in %.3f s; weights stay in %s", m->name, why,
