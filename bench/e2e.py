@@ -105,7 +105,13 @@ def pool_case(args, log_path):
             raise RuntimeError("the model was not scaled to zero")
         t = time.monotonic()
         first = stream_first_token(port)
-        startups = get_json(port, "/v1/models/m/startups")
+        # an overlapped start completes its record when the loader ends (maybe after the
+        # first token): wait for it
+        while time.monotonic() < deadline:
+            startups = get_json(port, "/v1/models/m/startups")
+            if all(s.get("state") != "starting" for s in startups["data"]):
+                break
+            time.sleep(0.05)
         return first - t, startups
     finally:
         stop_server(p)

@@ -84,17 +84,21 @@ int zs_bundle_open(const char *dir, const zs_bundle_opts_t *opts, zs_bundle_t **
 /* The timeline as a JSON object (malloc'd text), with first_token_s added when >= 0. */
 char *zs_bundle_timeline_json(const zs_bundle_t *b, double first_token_s);
 void zs_bundle_free(zs_bundle_t *b);
-/* Scale to zero: frees the engine and the device weights (finishing a load in progress),
- * keeps the checkpoint, tokenizer, chat template, stop ids and the pool segment (attached,
- * and still pinned for CUDA). */
+/* Scale to zero: frees the engine and the device weights (cancelling a load in progress:
+ * the loader stops taking chunks), keeps the checkpoint, tokenizer, chat template, stop ids
+ * and the pool segment (attached, and still pinned for CUDA). */
 void zs_bundle_unload(zs_bundle_t *b);
 /* Brings the weights and the engine back after zs_bundle_unload (opts as for zs_bundle_open,
  * overlap_load included): from the attached pool segment when there is one (source "pool"),
  * else through opts->pool or storage. Rewrites b->timeline (opened_s and tokenizer_s are 0).
  * On failure the bundle stays unloaded. */
 int zs_bundle_reload(zs_bundle_t *b, const zs_bundle_opts_t *opts, zs_err_t *err);
-/* Waits for every weight (overlap_load) and records the timeline; no-op otherwise. */
+/* Waits for every weight (overlap_load) and records the timeline; no-op otherwise. On failure
+ * the weights are freed: the engine must not run again (zs_bundle_unload it). */
 int zs_bundle_finish_load(zs_bundle_t *b, zs_err_t *err);
+/* 1 while an overlap_load is still moving weights (zs_bundle_finish_load would block), else 0
+ * (none in progress, or its loader has ended: finishing it returns at once). */
+int zs_bundle_loading(const zs_bundle_t *b);
 
 #ifdef __cplusplus
 }

@@ -106,6 +106,10 @@ int zs_load_wait_tensor(zs_load_t *ld, const char *name, zs_err_t *err);
 zs_weights_t *zs_load_weights(zs_load_t *ld);
 /* 1 once every loader thread has ended (the load completed or failed), else 0. */
 int zs_load_done(zs_load_t *ld);
+/* Stops a load in progress: the loader threads take no new chunk (copies in flight complete),
+ * waiters wake up with ZS_ECANCELED and zs_load_finish returns it (freeing the weights).
+ * No-op once the load has ended. Thread-safe. */
+void zs_load_cancel(zs_load_t *ld);
 /* Waits for the whole load, frees the loader and hands over the weights (or frees them
  * and returns the error). */
 int zs_load_finish(zs_load_t *ld, zs_weights_t **out, zs_err_t *err);

@@ -61,6 +61,12 @@ typedef struct zs_server_config {
     char *kv_disk_dir;           /* disk tier directory (a subdirectory per model); NULL = none */
     uint64_t kv_disk_bytes;      /* disk tier capacity per model; 0 = unlimited */
     int kv_no_fsync;             /* testing aid: block files without fsync */
+    int prewarm;                 /* bring scaled-to-zero models back ahead of predicted
+                                    requests (docs/server.md); default 0 */
+    double prewarm_threshold;    /* probability of a request within the start-up lead time
+                                    that triggers a pre-warm, in (0, 1]; default 0.5 */
+    int warmup;                  /* kernel warm-up after each model's first start: -1 auto
+                                    (models on a GPU), 0 off, 1 on; default -1 */
     int nmodels;
     zs_server_model_cfg_t models[ZS_SERVER_MAX_MODELS];
     zs_log_fn log;
@@ -74,6 +80,8 @@ void zs_server_config_free(zs_server_config_t *c);
 /* Parses a device for serving: "cpu", "cuda", "cuda:N" or "cuda:any" (any GPU: placement
  * decides; *any is set). */
 int zs_server_parse_device(const char *s, zs_device_t *dev, int *any, zs_err_t *err);
+/* "on"/"true"/"1" -> 1, "off"/"false"/"0" -> 0, "auto" -> -1 when allow_auto; -1 otherwise. */
+int zs_server_parse_switch(const char *s, int allow_auto, int *out);
 /* Adds a model (strings are copied). */
 int zs_server_config_add_model(zs_server_config_t *c, const char *name, const char *path,
                                zs_err_t *err);
@@ -81,7 +89,7 @@ int zs_server_config_add_model(zs_server_config_t *c, const char *name, const ch
 int zs_server_config_add_api_key(zs_server_config_t *c, const char *key, zs_err_t *err);
 /* Reads a JSON config file: {"host", "port", "api_key", "api_keys", "max_queue", "max_batch",
  * "step_tokens", "max_body", "shutdown_timeout", "pool_size", "pool_dir", "keep_alive",
- * "device_mem", "kv_host", "kv_disk", "kv_disk_size",
+ * "device_mem", "kv_host", "kv_disk", "kv_disk_size", "prewarm", "prewarm_threshold", "warmup",
  * "models": [{"name", "path", "device", "ctx", "kv_mem", "keep_alive"}]};
  * every key is optional except models[].path. Errors name the key. */
 int zs_server_config_load(zs_server_config_t *c, const char *path, zs_err_t *err);

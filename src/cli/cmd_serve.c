@@ -35,6 +35,12 @@ static void usage(FILE *f) {
             "  --kv-host SIZE         KV store host tier per model: prefixes leaving the GPU cache (default 2G; 0 = off)\n"
             "  --kv-disk DIR          KV store disk tier directory: prefixes survive restarts (default: none)\n"
             "  --kv-disk-size SIZE    disk tier capacity per model (default 0: unlimited)\n"
+            "  --prewarm on|off       bring scaled-to-zero models back before their predicted next request,\n"
+            "                         while a device is idle (default off)\n"
+            "  --prewarm-threshold P  probability of a request within the start-up lead time that triggers a\n"
+            "                         pre-warm, in (0, 1] (default 0.5)\n"
+            "  --warmup auto|on|off   kernel warm-up after each model's first start, never on a request path\n"
+            "                         (default auto: models on a GPU)\n"
             "  --config FILE          JSON config (server options and a \"models\" list)\n"
             "  --log-level L          error|warn|info|debug (default info)\n");
 }
@@ -55,6 +61,7 @@ int zs_cmd_serve(int argc, char **argv) {
     uint64_t kv = 0;
     int rc = 2;
     int port_given = 0, pool_given = 0, dmem_given = 0, ka_given = 0, kvh_given = 0, kvd_given = 0;
+    int pw_given = 0, pwt_given = 0, wu_given = 0;
     double keep_alive = -1;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
@@ -145,6 +152,27 @@ int zs_cmd_serve(int argc, char **argv) {
             ka_given = 1;
             continue;
         }
+        if (strcmp(o, "--prewarm") == 0 || strcmp(o, "--warmup") == 0) {
+            int pw = o[2] == 'p';
+            if (zs_server_parse_switch(v, !pw, pw ? &cfg.prewarm : &cfg.warmup) != 0) {
+                fprintf(stderr, "zerostart serve: %s wants %s, got '%s'\n", o, pw ? "on|off" : "auto|on|off", v);
+                goto out;
+            }
+            *(pw ? &pw_given : &wu_given) = 1;
+            continue;
+        }
+        if (strcmp(o, "--prewarm-threshold") == 0) {
+            char *end;
+            errno = 0;
+            double d = strtod(v, &end);
+            if (end == v || *end || errno || !(d > 0 && d <= 1)) {
+                fprintf(stderr, "zerostart serve: --prewarm-threshold wants a probability in (0, 1], got '%s'\n", v);
+                goto out;
+            }
+            cfg.prewarm_threshold = d;
+            pwt_given = 1;
+            continue;
+        }
         if (strcmp(o, "--name") == 0) name = v;
         else if (strcmp(o, "--device") == 0) device = v;
         else if (strcmp(o, "--config") == 0) config = v;
@@ -210,6 +238,9 @@ int zs_cmd_serve(int argc, char **argv) {
         if (!pool_given) cfg.pool_size = file.pool_size;
         if (!dmem_given) cfg.device_mem = file.device_mem;
         if (!ka_given) cfg.keep_alive_s = file.keep_alive_s;
+        if (!pw_given) cfg.prewarm = file.prewarm;
+        if (!pwt_given) cfg.prewarm_threshold = file.prewarm_threshold;
+        if (!wu_given) cfg.warmup = file.warmup;
         if (cfg.pool_dir == NULL) cfg.pool_dir = file.pool_dir, file.pool_dir = NULL;
         if (cfg.kv_disk_dir == NULL) cfg.kv_disk_dir = file.kv_disk_dir, file.kv_disk_dir = NULL;
         if (!kvh_given) cfg.kv_host_bytes = file.kv_host_bytes;

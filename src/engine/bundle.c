@@ -267,10 +267,15 @@ char *zs_bundle_timeline_json(const zs_bundle_t *b, double first_token_s) {
     return s;
 }
 
+int zs_bundle_loading(const zs_bundle_t *b) {
+    return b->loading != NULL && b->loading->ld != NULL && !zs_load_done(b->loading->ld);
+}
+
 void zs_bundle_unload(zs_bundle_t *b) {
     if (b == NULL) return;
     zs_engine_free(b->engine);
     b->engine = NULL;
+    if (b->loading != NULL && b->loading->ld != NULL) zs_load_cancel(b->loading->ld);
     zs_bundle_finish_load(b, NULL); /* joins the loader threads, then the weights are freed */
     zs_weights_free(b->weights);
     b->weights = NULL;

@@ -20,10 +20,15 @@
  *
  * KV blocks move to and from host memory for the KV warm start: imports are copies on the
  * compute stream (ordered before the next step), exports run on a second stream that waits
- * for an event of the compute stream, with one completion event per export. */
+ * for an event of the compute stream, with one completion event per export.
+ *
+ * cuBLAS handles outlive backends: a destroyed backend gives its handle back to a per-process
+ * free list and the next backend on the same device takes it, so an engine brought back after
+ * scale-to-zero pays no cublasCreate (nor the handle's first-use set-up) on its request path. */
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -133,6 +138,51 @@ static int cu_err(zs_err_t *err, cudaError_t e, const char *what) {
 static int blas_err(zs_err_t *err, cublasStatus_t s, const char *what) {
     return zs_err_set(err, ZS_ECUDA, "cuda backend: %s: %s (cuBLAS status %d)", what,
                       cublasGetStatusString(s), (int)s);
+}
+
+/* --- cuBLAS handles kept across backends (freed when the process ends) -------------------- */
+#define BLAS_KEEP 64
+static pthread_mutex_t blas_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    cublasHandle_t h;
+    int dev;
+} blas_kept[BLAS_KEEP];
+static int blas_nkept;
+
+/* A handle for `dev` (the current device): a kept one, else a new one. */
+static int blas_take(int dev, cublasHandle_t *out, zs_err_t *err) {
+    *out = NULL;
+    pthread_mutex_lock(&blas_mu);
+    for (int i = blas_nkept - 1; i >= 0 && *out == NULL; i--)
+        if (blas_kept[i].dev == dev) {
+            *out = blas_kept[i].h;
+            blas_kept[i] = blas_kept[--blas_nkept];
+        }
+    pthread_mutex_unlock(&blas_mu);
+    if (*out != NULL) return 0;
+    cublasStatus_t s = cublasCreate(out);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        *out = NULL;
+        return blas_err(err, s, "cublasCreate");
+    }
+    return 0;
+}
+
+/* Gives a handle back (its stream is going away: it is detached first). */
+static void blas_give(int dev, cublasHandle_t h) {
+    if (h == NULL) return;
+    if (cublasSetStream(h, NULL) != CUBLAS_STATUS_SUCCESS) {
+        cublasDestroy(h);
+        return;
+    }
+    pthread_mutex_lock(&blas_mu);
+    if (blas_nkept < BLAS_KEEP) {
+        blas_kept[blas_nkept].h = h;
+        blas_kept[blas_nkept++].dev = dev;
+        h = NULL;
+    }
+    pthread_mutex_unlock(&blas_mu);
+    if (h != NULL) cublasDestroy(h);
 }
 
 static int kw_dtype(zs_dtype_t d) {
@@ -1066,7 +1116,7 @@ static void cu_destroy(zs_backend_t *b) {
     free(cb->h_cos);
     free(cb->h_sin);
     if (cb->meta_ev) cudaEventDestroy(cb->meta_ev);
-    if (cb->blas) cublasDestroy(cb->blas);
+    blas_give(cb->dev, cb->blas);
     if (cb->st) cudaStreamDestroy(cb->st);
     free(cb);
 }
@@ -1137,12 +1187,8 @@ int zs_cuda_backend_create(int device, zs_backend_t **out, zs_err_t *err) {
         rc = cu_err(err, e, "cudaEventCreate");
         goto fail;
     }
-    cublasStatus_t s = cublasCreate(&cb->blas);
-    if (s != CUBLAS_STATUS_SUCCESS) {
-        cb->blas = NULL;
-        rc = blas_err(err, s, "cublasCreate");
-        goto fail;
-    }
+    if ((rc = blas_take(device, &cb->blas, err)) != 0) goto fail;
+    cublasStatus_t s;
     if ((s = cublasSetStream(cb->blas, cb->st)) != CUBLAS_STATUS_SUCCESS) {
         rc = blas_err(err, s, "cublasSetStream");
         goto fail;

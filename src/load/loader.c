@@ -482,6 +482,18 @@ int zs_load_done(zs_load_t *ld) {
     return done;
 }
 
+void zs_load_cancel(zs_load_t *ld) {
+    pthread_mutex_lock(&ld->mu);
+    if (ld->threads_running > 0 && !ld->failed) {
+        ld->failed = 1;
+        zs_err_clear(&ld->err);
+        zs_err_set(&ld->err, ZS_ECANCELED, "%s: load cancelled", ld->ck->dir);
+        atomic_store(&ld->abort, 1);
+        pthread_cond_broadcast(&ld->cv);
+    }
+    pthread_mutex_unlock(&ld->mu);
+}
+
 int zs_load_wait_layer(zs_load_t *ld, int32_t layer, zs_err_t *err) {
     if (layer < -1 || layer >= ld->ck->nlayers)
         return zs_err_set(err, ZS_EINVAL, "layer %d is outside the model's %d layers", layer,

@@ -21,6 +21,27 @@ void zs_server_config_init(zs_server_config_t *c) {
     c->keep_alive_s = 300;
     c->probe_bandwidth = 1;
     c->kv_host_bytes = (uint64_t)2 << 30;
+    c->prewarm_threshold = 0.5;
+    c->warmup = -1;
+}
+
+int zs_server_parse_switch(const char *s, int allow_auto, int *out) {
+    if (strcmp(s, "on") == 0 || strcmp(s, "true") == 0 || strcmp(s, "1") == 0) *out = 1;
+    else if (strcmp(s, "off") == 0 || strcmp(s, "false") == 0 || strcmp(s, "0") == 0) *out = 0;
+    else if (allow_auto && strcmp(s, "auto") == 0) *out = -1;
+    else return -1;
+    return 0;
+}
+
+/* "prewarm" / "warmup": a boolean or "on" / "off" (/ "auto"). */
+static int get_switch(json_t *v, const char *what, const char *key, int allow_auto, int *out, zs_err_t *err) {
+    if (json_is_boolean(v)) {
+        *out = json_is_true(v);
+        return 0;
+    }
+    if (json_is_string(v) && zs_server_parse_switch(json_string_value(v), allow_auto, out) == 0) return 0;
+    return zs_err_set(err, ZS_EINVAL, "%s: '%s' must be true, false, \"on\" or \"off\"%s", what, key,
+                      allow_auto ? " or \"auto\"" : "");
 }
 
 int zs_server_parse_device(const char *s, zs_device_t *dev, int *any, zs_err_t *err) {
@@ -225,6 +246,14 @@ int zs_server_config_load_json(zs_server_config_t *c, const char *json, size_t l
             rc = set_str(&c->kv_disk_dir, val, what, key, err);
         } else if (strcmp(key, "keep_alive") == 0) {
             rc = get_seconds(val, what, key, &c->keep_alive_s, err);
+        } else if (strcmp(key, "prewarm") == 0) {
+            rc = get_switch(val, what, key, 0, &c->prewarm, err);
+        } else if (strcmp(key, "warmup") == 0) {
+            rc = get_switch(val, what, key, 1, &c->warmup, err);
+        } else if (strcmp(key, "prewarm_threshold") == 0) {
+            if (!json_is_number(val) || !(json_number_value(val) > 0 && json_number_value(val) <= 1))
+                rc = zs_err_set(err, ZS_EINVAL, "%s: 'prewarm_threshold' must be a probability in (0, 1]", what);
+            else c->prewarm_threshold = json_number_value(val);
         } else if (strcmp(key, "models") == 0) {
             if (!json_is_array(val) || json_array_size(val) == 0) {
                 rc = zs_err_set(err, ZS_EINVAL, "%s: 'models' must be a non-empty array", what);

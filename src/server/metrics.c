@@ -105,6 +105,14 @@ void zs_metrics_startup(zs_metrics_t *m, const char *source, double seconds, int
     pthread_mutex_unlock(&m->mu);
 }
 
+void zs_metrics_prewarm(zs_metrics_t *m, int event) {
+    pthread_mutex_lock(&m->mu);
+    if (event == ZS_PREWARM_STARTED) m->prewarms++;
+    else if (event == ZS_PREWARM_HIT) m->prewarm_hits++;
+    else if (event == ZS_PREWARM_UNUSED) m->prewarm_unused++;
+    pthread_mutex_unlock(&m->mu);
+}
+
 typedef struct sbuf {
     char *p;
     size_t len, cap;
@@ -213,6 +221,12 @@ char *zs_metrics_render(zs_metrics_t *m, const zs_model_gauges_t *g, int ng, siz
         sb_printf(&b, "zerostart_model_starts_total{source=\"%s\"} %llu\n", zs_metrics_source_names[k],
                   (unsigned long long)c.starts[k]);
     render_counter(&b, "zerostart_model_start_failures_total", "Model starts that failed.", c.start_failures);
+    render_counter(&b, "zerostart_prewarms_total", "Models brought back ahead of a predicted request.", c.prewarms);
+    render_counter(&b, "zerostart_prewarm_hits_total", "Requests that found a pre-warmed model ready.",
+                   c.prewarm_hits);
+    render_counter(&b, "zerostart_prewarm_unused_total",
+                   "Pre-warmed models unloaded (or their load aborted) before any request used them.",
+                   c.prewarm_unused);
 
     sb_printf(&b, "# HELP zerostart_kv_prompt_tokens_total Prompt tokens of admitted requests by where their "
                   "KV came from: GPU prefix cache, the store's host or disk tier, or computed (prefill).\n"

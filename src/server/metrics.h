@@ -29,7 +29,15 @@ typedef struct zs_metrics {
     uint64_t starts[4], start_failures;
     uint64_t kv_tokens[4];           /* prompt tokens by where their KV came from: gpu, host, disk, computed */
     zs_hist_t kv_restore;            /* seconds to restore a prefix from the store */
+    uint64_t prewarms, prewarm_hits, prewarm_unused;
 } zs_metrics_t;
+
+/* Pre-warming events (zs_metrics_prewarm). */
+enum {
+    ZS_PREWARM_STARTED = 0,          /* a pre-warm start was placed and began */
+    ZS_PREWARM_HIT = 1,              /* a request found a pre-warmed model ready */
+    ZS_PREWARM_UNUSED = 2,           /* a pre-warmed model was unloaded (or its load aborted) unused */
+};
 
 #define ZS_METRICS_SOURCES 4
 /* Source label of startup[i] / starts[i]. */
@@ -70,6 +78,8 @@ void zs_metrics_kv_request(zs_metrics_t *m, int64_t gpu, int64_t host, int64_t d
 /* One model start from `source` ("pool", "pool-filled", "page-cache", "disk") that took
  * `seconds` (start -> engine ready); ok = 0 counts a failed start. */
 void zs_metrics_startup(zs_metrics_t *m, const char *source, double seconds, int ok);
+/* Counts one pre-warming event (ZS_PREWARM_*). */
+void zs_metrics_prewarm(zs_metrics_t *m, int event);
 /* Renders everything; returns a malloc'd NUL-terminated string or NULL (out of memory). */
 char *zs_metrics_render(zs_metrics_t *m, const zs_model_gauges_t *g, int ng, size_t *len);
 

@@ -79,6 +79,29 @@ static void dev_name(const zs_device_t *d, char *buf, size_t cap) {
     else snprintf(buf, cap, "cuda:%d", d->index);
 }
 
+/* Placement's view of a device's memory (r->mu held), no idle models listed yet. */
+static void dev_view(const zs_res_dev_t *dv, int allowed, zs_place_gpu_t *g) {
+    memset(g, 0, sizeof *g);
+    g->allowed = allowed;
+    g->total_bytes = dv->budget ? dv->budget : UINT64_MAX / 4;
+    g->free_bytes = g->total_bytes > dv->used ? g->total_bytes - dv->used : 0;
+    g->h2d_gbps = dv->h2d_gbps;
+}
+
+/* Reserves me's footprint on the placed slot (r->mu held) and describes the decision; the device
+ * name goes to dn. */
+static void reserve(zs_res_t *r, zs_res_model_t *me, const zs_place_result_t *pr, zs_res_decision_t *d, char *dn,
+                    size_t cap) {
+    r->devs[pr->gpu].used += me->footprint;
+    me->reserved = me->footprint;
+    me->dev = pr->gpu;
+    me->loading = 1;
+    d->dev = pr->gpu;
+    d->device = r->devs[pr->gpu].dev;
+    d->est_s = pr->est_s;
+    dev_name(&r->devs[pr->gpu].dev, dn, cap);
+}
+
 static void wait_a_bit(zs_res_t *r, double s) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -97,27 +120,25 @@ int zs_res_acquire(zs_res_t *r, int idx, const atomic_int *abort, zs_res_decisio
     char evicted[160] = "";
     pthread_mutex_lock(&r->mu);
     zs_res_model_t *me = &r->models[idx];
-    int rc = 0;
+    int rc = 0, waiting = 0;
     for (;;) {
         if (abort && atomic_load(abort)) {
             rc = zs_err_set(err, ZS_ECANCELED, "the server is shutting down");
             break;
         }
         zs_place_gpu_t g[ZS_RES_MAX_DEV];
-        memset(g, 0, sizeof g);
         for (int i = 0; i < r->ndev; i++) {
-            zs_res_dev_t *dv = &r->devs[i];
-            g[i].allowed = (me->allowed >> i) & 1u;
-            g[i].total_bytes = dv->budget ? dv->budget : UINT64_MAX / 4;
-            g[i].free_bytes = g[i].total_bytes > dv->used ? g[i].total_bytes - dv->used : 0;
-            g[i].h2d_gbps = dv->h2d_gbps;
+            dev_view(&r->devs[i], (me->allowed >> i) & 1u, &g[i]);
             for (int j = 0; j < r->nmodels && g[i].nidle < ZS_PLACE_MAX_IDLE; j++) {
                 zs_res_model_t *o = &r->models[j];
-                if (j == idx || o->dev != i || o->loading || o->reserved == 0 || o->sched == NULL) continue;
-                if (zs_sched_state(o->sched) != ZS_MODEL_READY || !zs_sched_idle(o->sched)) continue;
+                if (j == idx || o->dev != i || o->reserved == 0 || o->sched == NULL) continue;
+                /* an unused pre-warm (ready or still loading) is speculative: it goes first */
+                int pw = zs_sched_prewarm_unused(o->sched);
+                if (!pw && (o->loading || zs_sched_state(o->sched) != ZS_MODEL_READY || !zs_sched_idle(o->sched)))
+                    continue;
                 g[i].idle[g[i].nidle++] = (zs_place_idle_t){.model = j, .bytes = o->reserved,
-                                                            .idle_s = zs_sched_idle_s(o->sched),
-                                                            .reload_s = o->load_s};
+                                                            .idle_s = pw ? 1e9 : zs_sched_idle_s(o->sched),
+                                                            .reload_s = pw ? 0 : o->load_s};
             }
         }
         zs_place_model_t pm = {.bytes = me->footprint, .weight_bytes = me->weight_bytes, .tier = me->tier,
@@ -135,15 +156,8 @@ int zs_res_acquire(zs_res_t *r, int idx, const atomic_int *abort, zs_res_decisio
             break;
         }
         if (pr.gpu >= 0 && pr.nevict == 0) {
-            r->devs[pr.gpu].used += me->footprint;
-            me->reserved = me->footprint;
-            me->dev = pr.gpu;
-            me->loading = 1;
-            d->dev = pr.gpu;
-            d->device = r->devs[pr.gpu].dev;
-            d->est_s = pr.est_s;
             char dn[32];
-            dev_name(&r->devs[pr.gpu].dev, dn, sizeof dn);
+            reserve(r, me, &pr, d, dn, sizeof dn);
             if (evicted[0]) snprintf(d->text, sizeof d->text, "%s after unloading %s", dn, evicted);
             else snprintf(d->text, sizeof d->text, "%s (free memory)", dn);
             break;
@@ -158,14 +172,89 @@ int zs_res_acquire(zs_res_t *r, int idx, const atomic_int *abort, zs_res_decisio
                 }
             }
         }
+        if (!waiting) r->nwaiting++; /* no pre-warm starts meanwhile */
+        waiting = 1;
         wait_a_bit(r, 0.05); /* woken when memory is released; re-plan at least every 50 ms */
     }
+    if (waiting) r->nwaiting--;
     pthread_mutex_unlock(&r->mu);
     d->wait_s = zs_now() - t0;
     if (rc == 0 && (evicted[0] || d->wait_s > 0.05))
         zs_slog(&r->log, ZS_LOG_INFO, NULL, "placement: model %s on %s after waiting %.3f s for memory",
                 me->name, d->text, d->wait_s);
     return rc;
+}
+
+/* Idle device slots among `allowed` (r->mu held); see zs_res_idle_devices. */
+static uint32_t idle_devices(zs_res_t *r, uint32_t allowed) {
+    if (r->nwaiting > 0) return 0;
+    uint32_t busy = 0;
+    for (int j = 0; j < r->nmodels; j++) {
+        zs_res_model_t *o = &r->models[j];
+        if (o->sched == NULL) continue;
+        int active = zs_sched_active(o->sched) > 0;
+        if (active && o->dev < 0) return 0; /* requests wait for a start */
+        if (o->dev >= 0 && (active || o->loading)) busy |= 1u << o->dev;
+    }
+    return allowed & ~busy;
+}
+
+uint32_t zs_res_idle_devices(zs_res_t *r, int idx) {
+    pthread_mutex_lock(&r->mu);
+    uint32_t m = idle_devices(r, r->models[idx].allowed);
+    pthread_mutex_unlock(&r->mu);
+    return m;
+}
+
+int zs_res_acquire_idle(zs_res_t *r, int idx, zs_res_decision_t *d, zs_err_t *err) {
+    memset(d, 0, sizeof *d);
+    d->dev = -1;
+    pthread_mutex_lock(&r->mu);
+    zs_res_model_t *me = &r->models[idx];
+    uint32_t idle = me->dev < 0 ? idle_devices(r, me->allowed) : 0;
+    zs_place_gpu_t g[ZS_RES_MAX_DEV];
+    for (int i = 0; i < r->ndev; i++) dev_view(&r->devs[i], (idle >> i) & 1u, &g[i]); /* a pre-warm unloads nothing */
+    zs_place_model_t pm = {.bytes = me->footprint, .weight_bytes = me->weight_bytes, .tier = me->tier,
+                           .read_gbps = r->read_gbps};
+    zs_place_result_t pr;
+    int rc = 0;
+    if (idle == 0) {
+        rc = zs_err_set(err, ZS_EBUSY, "model %s: no idle device (requests running or waiting)", me->name);
+    } else if (zs_place(g, r->ndev, &pm, &pr) < 0 || pr.nevict > 0) {
+        rc = zs_err_set(err, ZS_EBUSY, "model %s: no idle device has %.1f MiB free", me->name,
+                        (double)me->footprint / 1048576.0);
+    } else {
+        char dn[32];
+        reserve(r, me, &pr, d, dn, sizeof dn);
+        snprintf(d->text, sizeof d->text, "%s (free memory, idle device: pre-warm)", dn);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+int zs_res_device_busy(zs_res_t *r, int idx) {
+    pthread_mutex_lock(&r->mu);
+    int dev = r->models[idx].dev, busy = 0;
+    for (int j = 0; j < r->nmodels && dev >= 0 && !busy; j++) {
+        zs_res_model_t *o = &r->models[j];
+        busy = j != idx && o->sched != NULL && zs_sched_active(o->sched) > 0 && (o->dev == dev || o->dev < 0);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return busy;
+}
+
+double zs_res_start_estimate(zs_res_t *r, int idx) {
+    pthread_mutex_lock(&r->mu);
+    zs_res_model_t *m = &r->models[idx];
+    double s = m->load_s;
+    if (!(s > 0)) {
+        double h2d = 0;
+        for (int i = 0; i < r->ndev; i++)
+            if ((m->allowed >> i) & 1u) h2d = r->devs[i].h2d_gbps;
+        s = zs_place_transfer_s(m->weight_bytes, m->tier, r->read_gbps, h2d);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return s;
 }
 
 void zs_res_loaded(zs_res_t *r, int idx, uint64_t footprint, zs_place_tier_t next_tier, double load_s,

@@ -3,8 +3,10 @@
  * placement of each start (initial or scale-from-zero) through zs_place(): when the model
  * does not fit, idle resident models are asked to unload (their own scheduler threads do it)
  * and the start waits for the memory; when busy models hold it, the start waits until they
- * go idle. Also the tier bandwidths placement uses (measured host->device per GPU and the
- * storage/page-cache read rate) from a background probe after start. Thread-safe. */
+ * go idle. Models pre-warmed and not used yet are the first victims (even while loading).
+ * Pre-warm starts only take free memory of an idle device, at once, and never while a start
+ * waits for memory. Also the tier bandwidths placement uses (measured host->device per GPU
+ * and the storage/page-cache read rate) from a background probe after start. Thread-safe. */
 #ifndef ZS_SERVER_RESIDENCY_H
 #define ZS_SERVER_RESIDENCY_H
 
@@ -49,6 +51,7 @@ typedef struct zs_res {
     double read_gbps;            /* storage / page-cache reads, measured; 0 = unknown */
     zs_res_model_t models[ZS_SERVER_MAX_MODELS];
     int nmodels;
+    int nwaiting;                /* zs_res_acquire calls waiting for memory */
     zs_slog_t log;
     pthread_t probe;
     int probe_started;
@@ -76,6 +79,20 @@ void zs_res_set_sched(zs_res_t *r, int idx, zs_sched_t *s);
  * unload) until it fits; gives up when *abort becomes nonzero. ZS_ENOMEM: larger than every
  * allowed device's budget. */
 int zs_res_acquire(zs_res_t *r, int idx, const atomic_int *abort, zs_res_decision_t *d, zs_err_t *err);
+/* Pre-warm start of model idx: reserves memory at once on an allowed idle device (see
+ * zs_res_idle_devices) where it fits without unloading anything; ZS_EBUSY (with the reason)
+ * otherwise. */
+int zs_res_acquire_idle(zs_res_t *r, int idx, zs_res_decision_t *d, zs_err_t *err);
+/* Device slots model idx may use that are idle: no model there has queued or running requests
+ * or a start in progress; 0 while any start waits for memory or a model with requests waits
+ * for its start. */
+uint32_t zs_res_idle_devices(zs_res_t *r, int idx);
+/* 1 when another model on the device holding idx's reservation has queued or running
+ * requests, or a model with requests waits for its start. */
+int zs_res_device_busy(zs_res_t *r, int idx);
+/* Seconds a start of model idx is expected to take: its last measured transfer, else the
+ * placement estimate for its tier. */
+double zs_res_start_estimate(zs_res_t *r, int idx);
 /* The start succeeded: the measured footprint replaces the reservation; tier and transfer
  * time are remembered for the next placement; read_gbps > 0 updates the storage rate. */
 void zs_res_loaded(zs_res_t *r, int idx, uint64_t footprint, zs_place_tier_t next_tier, double load_s,

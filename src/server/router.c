@@ -195,6 +195,7 @@ static enum MHD_Result handle_generate(zs_server_t *s, struct MHD_Connection *c,
             "the server is overloaded: %d requests are already waiting for model '%s'; retry later",
             s->cfg.max_queue, m->name);
     if (rc != 0) ERR(503, "server_error", NULL, "shutting_down", "the server is shutting down");
+    zs_prewarm_observe(s->prewarm, m->idx, r->t_arrive); /* request history for pre-warming */
     zs_slog(&s->log, ZS_LOG_DEBUG, r->id, "queued: model %s, %d prompt tokens, max_tokens %lld%s",
             m->name, r->nprompt, (long long)r->max_tokens, q->stream ? ", streaming" : "");
 

@@ -65,6 +65,7 @@ struct zs_sched {
     atomic_int state;         /* ZS_MODEL_*; written by the scheduler thread */
     atomic_int abort_load;    /* set at shutdown: a load waiting for memory gives up */
     pthread_cond_t state_cv;  /* state changes (under mu) */
+    uint64_t reached[4];      /* under mu: times each state was entered (zs_sched_wait_state) */
     int want_load, want_unload, want_evict; /* under mu */
     double idle_since;        /* under mu */
     uint64_t load_failures;   /* under mu */
@@ -72,6 +73,11 @@ struct zs_sched {
     int pc_ready;
     uint64_t kv_wake;         /* under mu: fetch jobs that finished (their callbacks) */
     uint64_t kv_seen;         /* scheduler thread: kv_wake when last looked */
+    /* overlapped start and pre-warming */
+    int weights_pending;      /* scheduler thread: the engine runs while the weights stream in */
+    int want_prewarm;         /* under mu */
+    double prewarm_hold;      /* under mu: keep-alive keeps an unused pre-warm until then */
+    int prewarm_unused;       /* under mu: the engine came from a pre-warm no request has used */
 
     /* scheduler thread only */
     pre_job_t pre;            /* idle-time precompute */
@@ -844,6 +850,8 @@ static void next_token(zs_sched_t *s, zs_sreq_t *r, float *row) {
     r->s.last_tok = tok;
 }
 
+static void poll_weights(zs_sched_t *s, int block);
+
 static void compact_run(zs_sched_t *s) {
     int w = 0;
     for (int i = 0; i < s->nrun; i++) {
@@ -893,6 +901,10 @@ static void step(zs_sched_t *s) {
     if (rc == 0) {
         zs_kvt_note_prefill(s->o.kvt, prefill_tokens, zs_now() - t0);
         for (int i = 0; i < s->nrun; i++) restore_end(s, s->run[i]); /* imports have been copied */
+    }
+    if (rc != 0 && s->weights_pending) {
+        poll_weights(s, 1); /* a failed overlapped load fails every request with its own error */
+        if (s->e == NULL) return;
     }
     if (rc != 0) {
         zs_slog(&s->log, ZS_LOG_ERROR, NULL, "model %s: forward step of %d items failed: %s",
@@ -1024,6 +1036,7 @@ static int sched_bind(zs_sched_t *s, zs_engine_t *e) {
 static void set_state(zs_sched_t *s, int st) {
     pthread_mutex_lock(&s->mu);
     atomic_store(&s->state, st);
+    s->reached[st]++;
     if (st == ZS_MODEL_READY) {
         s->idle_since = zs_now();
         s->want_load = 0;
@@ -1062,6 +1075,13 @@ static void drop_cancelled_waiting(zs_sched_t *s) {
 }
 
 static void sched_unload(zs_sched_t *s, const char *why) {
+    pthread_mutex_lock(&s->mu);
+    int unused = s->prewarm_unused;
+    s->prewarm_unused = 0;
+    pthread_mutex_unlock(&s->mu);
+    if (unused) zs_metrics_prewarm(s->m, ZS_PREWARM_UNUSED);
+    int cancelled = s->weights_pending; /* unload cancels a load still in progress */
+    s->weights_pending = 0;
     set_state(s, ZS_MODEL_UNLOADING);
     pre_end(s, ZS_CTX_PENDING, NULL);
     save_holders(s); /* the cached prefixes survive scale to zero in the store */
@@ -1071,40 +1091,92 @@ static void sched_unload(zs_sched_t *s, const char *why) {
     s->pc_ready = 0;
     s->life.unload(s->life.ctx, why);
     s->e = NULL;
+    pthread_mutex_lock(&s->mu);
+    if (cancelled) { /* whoever waits for "ready" (admin load) learns that it will not come */
+        s->load_failures++;
+        snprintf(s->load_err, sizeof s->load_err, "model %.60s: the start was cancelled (unloaded: %.60s)",
+                 s->o.name, why);
+    }
+    pthread_mutex_unlock(&s->mu);
     set_state(s, ZS_MODEL_UNLOADED);
     update_gauges(s);
 }
 
-static void sched_load(zs_sched_t *s) {
-    pthread_mutex_lock(&s->mu);
-    zs_sreq_t *trigger = s->wait_head; /* only this thread pops: it stays queued meanwhile */
-    pthread_mutex_unlock(&s->mu);
-    set_state(s, ZS_MODEL_LOADING);
-    zs_engine_t *e = NULL;
-    int64_t sid = -1;
-    zs_err_t err = {0};
-    int rc = s->life.load(s->life.ctx, trigger, trigger ? "request" : "admin", &s->abort_load, &e, &sid, &err);
-    if (rc == 0 && sched_bind(s, e) != 0) {
-        s->life.unload(s->life.ctx, "out of memory");
-        rc = zs_err_set(&err, ZS_ENOMEM, "out of memory for the scheduler buffers");
-    }
-    if (rc == 0) {
-        if (trigger) trigger->startup = sid;
-        set_state(s, ZS_MODEL_READY);
-        return;
+/* A start failed: running and queued requests get 503 with the reason, the engine (an
+ * overlapped start's) is unloaded, waiters of zs_sched_wait_state see the failure. */
+static void load_failed(zs_sched_t *s, const char *rid, const zs_err_t *err) {
+    char msg[320];
+    snprintf(msg, sizeof msg, "model %.60s could not be loaded: %.220s", s->o.name, err->msg);
+    zs_slog(&s->log, ZS_LOG_ERROR, rid, "%s", msg);
+    if (s->e != NULL) {
+        for (int i = 0; i < s->nrun; i++)
+            if (!s->run[i]->s.finished) finish(s, s->run[i], NULL, 503, msg);
+        compact_run(s);
+        sched_unload(s, "load failed");
     }
     s->e = NULL;
-    char msg[320];
-    snprintf(msg, sizeof msg, "model %.60s could not be loaded: %.220s", s->o.name, err.msg);
-    zs_slog(&s->log, ZS_LOG_ERROR, trigger ? trigger->id : NULL, "%s", msg);
     pthread_mutex_lock(&s->mu);
     s->load_failures++;
     snprintf(s->load_err, sizeof s->load_err, "%s", msg);
     atomic_store(&s->state, ZS_MODEL_UNLOADED);
+    s->reached[ZS_MODEL_UNLOADED]++;
     pthread_cond_broadcast(&s->state_cv);
     pthread_mutex_unlock(&s->mu);
     zs_sreq_t *r;
     while ((r = pop_wait(s)) != NULL) finish_unqueued(s, r, 503, msg);
+}
+
+/* Overlapped start: looks at the weights still streaming in (block: waits for them). Once every
+ * weight is resident the model is ready; a failed load fails its requests and unloads. */
+static void poll_weights(zs_sched_t *s, int block) {
+    if (!s->weights_pending) return;
+    zs_err_t err = {0};
+    int rc = s->life.load_poll(s->life.ctx, block, &err);
+    if (rc > 0) return;
+    s->weights_pending = 0;
+    if (rc == 0) set_state(s, ZS_MODEL_READY);
+    else load_failed(s, NULL, &err);
+}
+
+static void sched_load(zs_sched_t *s, int prewarm) {
+    pthread_mutex_lock(&s->mu);
+    zs_sreq_t *trigger = s->wait_head; /* only this thread pops: it stays queued meanwhile */
+    pthread_mutex_unlock(&s->mu);
+    const char *why = trigger ? "request" : prewarm ? "prewarm" : "admin";
+    set_state(s, ZS_MODEL_LOADING);
+    zs_engine_t *e = NULL;
+    int64_t sid = -1;
+    zs_err_t err = {0};
+    int rc = s->life.load(s->life.ctx, trigger, why, &s->abort_load, &e, &sid, &err);
+    if (rc == ZS_EBUSY && trigger == NULL && prewarm) { /* no idle room now: nothing was done */
+        zs_slog(&s->log, ZS_LOG_DEBUG, NULL, "model %s: pre-warm skipped: %s", s->o.name, err.msg);
+        set_state(s, ZS_MODEL_UNLOADED);
+        return;
+    }
+    if (rc == 0 && sched_bind(s, e) != 0) {
+        s->life.unload(s->life.ctx, "out of memory");
+        rc = zs_err_set(&err, ZS_ENOMEM, "out of memory for the scheduler buffers");
+    }
+    if (rc != 0) {
+        s->e = NULL;
+        load_failed(s, trigger ? trigger->id : NULL, &err);
+        return;
+    }
+    if (trigger) trigger->startup = sid;
+    if (trigger == NULL && prewarm) zs_metrics_prewarm(s->m, ZS_PREWARM_STARTED);
+    pthread_mutex_lock(&s->mu);
+    s->prewarm_unused = trigger == NULL && prewarm && s->wait_head == NULL;
+    pthread_mutex_unlock(&s->mu);
+    s->weights_pending = s->life.load_poll != NULL; /* the state stays "loading" until they are in */
+    poll_weights(s, 0);
+    if (!s->weights_pending && s->e != NULL) set_state(s, ZS_MODEL_READY);
+}
+
+/* When keep-alive unloads an idle ready model (under mu). */
+static double keep_alive_deadline(const zs_sched_t *s) {
+    double dl = s->idle_since + s->o.keep_alive_s;
+    if (s->prewarm_unused && s->prewarm_hold > dl) dl = s->prewarm_hold;
+    return dl;
 }
 
 static void cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, double deadline) {
@@ -1151,10 +1223,14 @@ static void *sched_main(void *arg) {
                 pthread_cond_wait(&s->cv, &s->mu);
                 continue;
             }
-            if (st == ZS_MODEL_UNLOADED && s->want_load) break;
+            if (s->weights_pending) { /* overlapped start, no work: look at the load again soon */
+                if (!s->want_unload && !s->want_evict) cond_wait_until(&s->cv, &s->mu, zs_now() + 0.005);
+                break;
+            }
+            if (st == ZS_MODEL_UNLOADED && (s->want_load || s->want_prewarm)) break;
             if (st == ZS_MODEL_READY && (s->want_unload || s->want_evict)) break;
             if (st == ZS_MODEL_READY && s->o.keep_alive_s > 0) {
-                double dl = s->idle_since + s->o.keep_alive_s;
+                double dl = keep_alive_deadline(s);
                 if (zs_now() >= dl) break;
                 cond_wait_until(&s->cv, &s->mu, dl);
                 continue;
@@ -1176,17 +1252,24 @@ static void *sched_main(void *arg) {
         const char *unload_why = NULL;
         int do_load = 0;
         if (s->has_life && !quit) {
-            if (st == ZS_MODEL_READY && idle) {
+            if (s->weights_pending && idle) {
+                /* a load in progress with no request: admin unload, or eviction of an unused
+                 * pre-warm for a live request, cancels it */
+                if (s->want_unload) unload_why = "admin";
+                else if (s->want_evict && s->prewarm_unused) unload_why = "evicted";
+                else s->want_evict = 0;
+                if (unload_why) s->want_unload = s->want_evict = 0;
+            } else if (st == ZS_MODEL_READY && idle) {
                 if (s->want_unload) unload_why = "admin";
                 else if (s->want_evict) unload_why = "evicted";
-                else if (s->o.keep_alive_s > 0 && zs_now() >= s->idle_since + s->o.keep_alive_s)
-                    unload_why = "keep-alive";
+                else if (s->o.keep_alive_s > 0 && zs_now() >= keep_alive_deadline(s))
+                    unload_why = s->prewarm_unused ? "pre-warm unused" : "keep-alive";
                 if (unload_why) s->want_unload = s->want_evict = 0;
             }
             if (!idle) s->want_evict = 0; /* busy: not a victim any more */
-            if (st == ZS_MODEL_UNLOADED && (s->wait_head != NULL || s->want_load)) {
-                do_load = s->want_load ? 2 : 1;
-                s->want_load = 0;
+            if (st == ZS_MODEL_UNLOADED && (s->wait_head != NULL || s->want_load || s->want_prewarm)) {
+                do_load = s->want_load ? 2 : s->wait_head != NULL ? 1 : 3;
+                s->want_load = s->want_prewarm = 0;
             }
         }
         pthread_mutex_unlock(&s->mu);
@@ -1209,15 +1292,17 @@ static void *sched_main(void *arg) {
         if (do_load) {
             drop_cancelled_waiting(s);
             pthread_mutex_lock(&s->mu);
-            int go = s->wait_head != NULL || (do_load == 2 && !s->stopping);
+            int go = s->wait_head != NULL || (do_load >= 2 && !s->stopping);
             pthread_mutex_unlock(&s->mu);
-            if (go) sched_load(s);
+            if (go) sched_load(s, do_load == 3);
             continue;
         }
         if (s->e == NULL) { /* unloaded: only cancelled requests can be here */
             drop_cancelled_waiting(s);
             continue;
         }
+        poll_weights(s, 0); /* overlapped start: every weight resident by now? */
+        if (s->e == NULL) continue; /* the load failed */
         if (cancel_all)
             for (int i = 0; i < s->nrun; i++) {
                 int exp = ZS_CANCEL_NONE;
@@ -1227,7 +1312,7 @@ static void *sched_main(void *arg) {
         admit(s);
         step(s);
         int did_pre = 0;
-        if (s->nrun == 0 && s->nfetch == 0) {
+        if (s->nrun == 0 && s->nfetch == 0 && !s->weights_pending) {
             pthread_mutex_lock(&s->mu);
             int waiting = s->wait_head != NULL;
             pthread_mutex_unlock(&s->mu);
@@ -1337,11 +1422,29 @@ void zs_sched_request_load(zs_sched_t *s) {
     pthread_mutex_unlock(&s->mu);
 }
 
+void zs_sched_request_prewarm(zs_sched_t *s, double hold_until) {
+    pthread_mutex_lock(&s->mu);
+    if (atomic_load(&s->state) == ZS_MODEL_UNLOADED && s->wait_head == NULL && !s->want_load &&
+        !s->stopping && s->has_life) {
+        s->want_prewarm = 1;
+        s->prewarm_hold = hold_until;
+        pthread_cond_signal(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+int zs_sched_prewarm_unused(zs_sched_t *s) {
+    pthread_mutex_lock(&s->mu);
+    int u = s->prewarm_unused && atomic_load(&s->active) == 0;
+    pthread_mutex_unlock(&s->mu);
+    return u;
+}
+
 void zs_sched_request_unload(zs_sched_t *s, int persistent) {
     pthread_mutex_lock(&s->mu);
     if (persistent) {
         s->want_unload = 1;
-        s->want_load = 0;
+        s->want_load = s->want_prewarm = 0;
     } else {
         s->want_evict = 1;
     }
@@ -1361,11 +1464,12 @@ double zs_sched_idle_s(zs_sched_t *s) {
 
 int zs_sched_wait_state(zs_sched_t *s, int state, double timeout_s, char *msg, size_t cap) {
     double deadline = zs_now() + timeout_s;
+    if (state < 0 || state > ZS_MODEL_UNLOADING) return 0;
     pthread_mutex_lock(&s->mu);
-    uint64_t fails = s->load_failures;
+    uint64_t fails = s->load_failures, seen = s->reached[state];
     int rc = 0;
-    for (;;) {
-        if (atomic_load(&s->state) == state) {
+    for (;;) { /* reached, even if it was left again before this thread woke up */
+        if (atomic_load(&s->state) == state || s->reached[state] != seen) {
             rc = 1;
             break;
         }
@@ -1390,6 +1494,10 @@ int zs_sched_submit(zs_sched_t *s, zs_sreq_t *r) {
     if (s->nwait >= s->o.max_queue) {
         pthread_mutex_unlock(&s->mu);
         return ZS_EBUSY;
+    }
+    if (s->prewarm_unused) { /* the first request after a pre-warm */
+        s->prewarm_unused = 0;
+        if (atomic_load(&s->state) == ZS_MODEL_READY) zs_metrics_prewarm(s->m, ZS_PREWARM_HIT);
     }
     zs_sreq_ref(r);
     atomic_fetch_add(&s->active, 1);

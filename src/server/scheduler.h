@@ -9,8 +9,12 @@
  * The scheduler thread also owns the model's lifecycle (scale from zero): it unloads the
  * engine when the model has been idle longer than its keep-alive (or when asked: admin
  * endpoint, another model needing the memory), and loads it again when a request arrives
- * (requests queue meanwhile). Loading and unloading go through callbacks (serve_model.c),
- * always on this thread, so the engine is never touched by two threads. */
+ * (requests queue meanwhile) or when pre-warming asks. Loading and unloading go through
+ * callbacks (serve_model.c), always on this thread, so the engine is never touched by two
+ * threads. An overlapped start hands over the engine while the weights still stream in: the
+ * model stays `loading`, requests are admitted and prefilled at once (each layer is waited for
+ * at first use), and the scheduler polls the load between steps until every weight is
+ * resident (`ready`); a load that fails fails its requests and unloads. */
 #ifndef ZS_SERVER_SCHEDULER_H
 #define ZS_SERVER_SCHEDULER_H
 
@@ -135,12 +139,20 @@ const char *zs_model_state_name(int state);
 /* Lifecycle callbacks, called on the scheduler thread only. */
 typedef struct zs_sched_life {
     void *ctx;
-    /* Brings the model up and returns its engine. trigger: the queued request that caused the
-     * start (NULL for "admin"/"prewarm"); abort becomes nonzero when the server stops (a
-     * load waiting for memory gives up). *startup: id of the start-up record. */
+    /* Brings the model up and returns its engine. why: "request" (trigger: the queued request
+     * that caused the start), "admin" or "prewarm" (trigger NULL); abort becomes nonzero when
+     * the server stops (a load waiting for memory gives up). *startup: id of the start-up
+     * record. A "prewarm" start that finds no idle room answers ZS_EBUSY (nothing happened). */
     int (*load)(void *ctx, const zs_sreq_t *trigger, const char *why, const atomic_int *abort,
                 zs_engine_t **e, int64_t *startup, zs_err_t *err);
-    /* Frees the engine and device weights (the pool segment stays). */
+    /* Overlapped start (optional): after a successful load, the weights may still be arriving.
+     * Returns 1 while they are (only when block is 0), 0 once every weight is resident (the
+     * start is complete and recorded), < 0 when the load failed (err set): the engine must not
+     * run again; the scheduler fails its requests and calls unload. NULL: load returns a
+     * complete start. */
+    int (*load_poll)(void *ctx, int block, zs_err_t *err);
+    /* Frees the engine and device weights (the pool segment stays); cancels a load still in
+     * progress. */
     void (*unload)(void *ctx, const char *why);
     /* The request r that triggered start-up `startup` got its first token at zs_now() == t
      * (r->kvu says how its prompt KV was obtained). */
@@ -156,8 +168,15 @@ int zs_sched_create(zs_engine_t *e, const zs_tok_t *tok, const zs_sched_opts_t *
 int zs_sched_state(zs_sched_t *s);
 /* Wakes the scheduler: idle-time work arrived (a context was registered). */
 void zs_sched_kick(zs_sched_t *s);
-/* Asks the scheduler to load the model now (admin "load", pre-warming). */
+/* Asks the scheduler to load the model now (admin "load"). */
 void zs_sched_request_load(zs_sched_t *s);
+/* Pre-warming: asks the scheduler to load the unloaded, idle model ahead of a predicted
+ * request (start-up trigger "prewarm"); until a request arrives, keep-alive does not unload it
+ * before hold_until (zs_now() clock), and placement may evict it (or abort its load) for any
+ * live request. Ignored unless the model is unloaded with nothing queued. */
+void zs_sched_request_prewarm(zs_sched_t *s, double hold_until);
+/* 1 when the model's engine came from a pre-warm that no request has used yet. */
+int zs_sched_prewarm_unused(zs_sched_t *s);
 /* Asks the scheduler to unload: persistent = 1 (admin): as soon as it is idle; 0 (another
  * model needs the memory): only if it is idle when the scheduler looks, else forgotten. */
 void zs_sched_request_unload(zs_sched_t *s, int persistent);
@@ -165,8 +184,9 @@ void zs_sched_request_unload(zs_sched_t *s, int persistent);
 int zs_sched_idle(zs_sched_t *s);
 /* Seconds since the model last had work (0 while it has). */
 double zs_sched_idle_s(zs_sched_t *s);
-/* Waits until the state is `state` or a load failed after the call (returns -1 with the
- * error in msg), up to timeout_s (returns 0 on timeout, 1 when reached). */
+/* Waits until the state is (or has been, since the call) `state`, or a load failed or was
+ * cancelled after the call (returns -1 with the reason in msg), up to timeout_s (returns 0 on
+ * timeout, 1 when reached). */
 int zs_sched_wait_state(zs_sched_t *s, int state, double timeout_s, char *msg, size_t cap);
 /* Queues r (taking a reference). ZS_EBUSY: queue full; ZS_ECANCELED: draining. */
 int zs_sched_submit(zs_sched_t *s, zs_sreq_t *r);

@@ -1,9 +1,12 @@
 /* Bringing up a served model: the shared model bundle (zs_bundle_open), the effective
- * context length (config, --ctx, KV capacity), stop tokens, and the scheduler thread; then
- * its lifecycle: every start (initial, or scale from zero on the scheduler thread) goes
- * through placement (residency.c), loads the weights (from the hot pool when there is one),
- * and is recorded as a start-up timeline; unloading frees the engine and device weights and
- * keeps the pool segment attached (and pinned), the tokenizer and the chat template. */
+ * context length (config, --ctx, KV capacity), stop tokens, the kernel warm-up and the
+ * scheduler thread; then its lifecycle: every start (initial, or scale from zero or pre-warm
+ * on the scheduler thread) goes through placement (residency.c), loads the weights (from the
+ * hot pool when there is one) and is recorded as a start-up timeline. Starts after the first
+ * are overlapped: the engine is handed to the scheduler while the weights stream in, and the
+ * scheduler polls (load_poll_cb) until they are resident, which completes the record.
+ * Unloading frees the engine and device weights (cancelling a load in progress) and keeps the
+ * pool segment attached (and pinned), the tokenizer and the chat template. */
 #include "server/serve_model.h"
 
 #include <jansson.h>
@@ -14,6 +17,7 @@
 
 #include "common/clock.h"
 #include "gpu/gpu_rt.h"
+#include "server/warmup.h"
 
 #define CUDA_OVERHEAD_BYTES ((uint64_t)256 << 20) /* activations, cuBLAS workspace (estimate) */
 
@@ -45,6 +49,7 @@ static int64_t startup_begin(zs_srv_model_t *m, const zs_sreq_t *trigger, const 
         s->queued_s = now - trigger->t_arrive;
     }
     s->placed_s = s->pool_s = s->first_layer_s = s->weights_s = s->engine_s = s->first_token_s = -1;
+    s->warmup_s = -1;
     pthread_mutex_unlock(&m->smu);
     return seq;
 }
@@ -66,7 +71,8 @@ static json_t *startup_obj(const zs_startup_t *s) {
     SETN("trigger", json_string(s->trigger));
     SETN("request_id", s->request_id[0] ? json_string(s->request_id) : json_null());
     SETN("queued_s", json_real(s->queued_s));
-    SETN("state", json_string(s->ok > 0 ? "done" : s->ok < 0 ? "failed" : "starting"));
+    SETN("state", json_string(s->ok > 0 ? "done" : s->ok == -1 ? "failed" : s->ok < 0 ? "cancelled" : "starting"));
+    SETN("overlap", json_boolean(s->overlap));
     SETT("placed_s", s->placed_s);
     SETN("placement", json_string(s->placement));
     SETN("device", json_string(s->device));
@@ -85,6 +91,7 @@ static json_t *startup_obj(const zs_startup_t *s) {
                                "restore_s", s->kv_restore_s);
         SETN("kv_cache", kv ? kv : json_null());
     }
+    SETT("warmup_s", s->warmup_s);
     if (s->ok < 0) SETN("error", json_string(s->error));
 #undef SETT
 #undef SETN
@@ -163,48 +170,87 @@ static void dev_text(zs_device_t d, char *buf, size_t cap) {
     else snprintf(buf, cap, "cuda:%d", d.index);
 }
 
-static void startup_failed(zs_srv_model_t *m, int64_t seq, const char *msg) {
+/* Start seq ended without a model: ok -1 failed (counted), -2 cancelled. */
+static void startup_ended(zs_srv_model_t *m, int64_t seq, int ok, const char *msg) {
     pthread_mutex_lock(&m->smu);
     zs_startup_t *s = startup_at(m, seq);
     if (s) {
-        s->ok = -1;
+        s->ok = ok;
         snprintf(s->error, sizeof s->error, "%.250s", msg);
     }
     pthread_mutex_unlock(&m->smu);
-    zs_metrics_startup(m->metrics, NULL, 0, 0);
+    if (ok == -1) zs_metrics_startup(m->metrics, NULL, 0, 0);
 }
 
-/* The measured rates the KV store's cost model uses: host->device of the model's device
- * (for the CPU backend the store measures memcpy itself) and storage reads. */
-static void kv_bandwidth(zs_srv_model_t *m, int dev_slot) {
+/* The measured rates the KV store's cost model uses: host->device of the model's device (for
+ * the CPU backend the store measures memcpy itself) and storage reads. */
+static void kv_bandwidth(zs_srv_model_t *m) {
     if (m->kvt == NULL) return;
     zs_res_dev_t devs[ZS_RES_MAX_DEV];
-    double read = 0;
+    double read = 0, h2d = 0;
     int n = zs_res_snapshot(m->res, devs, ZS_RES_MAX_DEV, &read);
-    double h2d = dev_slot >= 0 && dev_slot < n && devs[dev_slot].dev.kind == ZS_DEV_CUDA ? devs[dev_slot].h2d_gbps : 0;
+    for (int i = 0; i < n; i++)
+        if (devs[i].dev.kind == ZS_DEV_CUDA && m->bo.load.device.kind == ZS_DEV_CUDA &&
+            devs[i].dev.index == m->bo.load.device.index)
+            h2d = devs[i].h2d_gbps;
     zs_kvt_set_bandwidth(m->kvt, h2d, read);
 }
 
-/* Places and loads the model: the first time with zs_bundle_open (path), later with
- * zs_bundle_reload. Records start-up seq. */
-static int model_start(zs_srv_model_t *m, const char *path, const atomic_int *abort, int64_t seq, zs_err_t *err) {
-    zs_res_decision_t d;
-    int rc = zs_res_acquire(m->res, m->idx, abort, &d, err);
-    if (rc != 0) {
-        startup_failed(m, seq, err->msg);
-        return rc;
+static void startup_failed(zs_srv_model_t *m, int64_t seq, const char *msg) { startup_ended(m, seq, -1, msg); }
+
+/* Start seq is complete (every weight resident; placed at t_placed): the measured footprint
+ * and transfer go to placement, the timeline to the record, the metrics and the log. */
+static void startup_complete(zs_srv_model_t *m, int64_t seq, double t_placed) {
+    const zs_bundle_timeline_t *tl = &m->b->timeline;
+    uint64_t footprint = m->b->weights->bytes + m->kv_bytes +
+                         (m->bo.load.device.kind == ZS_DEV_CUDA ? CUDA_OVERHEAD_BYTES : 0);
+    m->pooled = m->b->pooled != NULL;
+    zs_place_tier_t next = m->pooled ? ZS_TIER_POOL_PINNED : ZS_TIER_PAGE_CACHE;
+    double transfer = tl->weights - tl->pool;
+    double read_gbps = 0;
+    if (tl->source == ZS_SRC_PAGE_CACHE || tl->source == ZS_SRC_DISK) read_gbps = tl->load_gbps;
+    zs_res_loaded(m->res, m->idx, footprint, next, transfer, read_gbps);
+    kv_bandwidth(m);
+    const char *src = zs_weights_source_name(tl->source);
+    double total = 0;
+    char *txt = NULL;
+    pthread_mutex_lock(&m->smu);
+    zs_startup_t *s = startup_at(m, seq);
+    if (s) {
+        double off = t_placed - s->t0;
+        snprintf(s->source, sizeof s->source, "%s", src);
+        s->bytes = tl->bytes;
+        s->load_gbps = tl->load_gbps;
+        s->pool_s = tl->pool > 0 ? off + tl->pool : -1;
+        s->first_layer_s = off + tl->first_layer;
+        s->weights_s = off + tl->weights;
+        s->ok = 1;
+        total = s->engine_s > s->weights_s ? s->engine_s : s->weights_s;
+        txt = startup_text(s);
     }
+    pthread_mutex_unlock(&m->smu);
+    zs_metrics_startup(m->metrics, src, total, 1);
+    if (txt) zs_slog(m->log, ZS_LOG_INFO, NULL, "model %s start-up %lld: %s", m->name, (long long)seq, txt);
+    free(txt);
+}
+
+/* Loads the model placed by d: the first time with zs_bundle_open (path), later with
+ * zs_bundle_reload (overlapped: the weights may still be arriving when it returns; m->pending
+ * says so). Records start-up seq; on failure releases the reservation. */
+static int model_start(zs_srv_model_t *m, const char *path, int64_t seq, const zs_res_decision_t *d,
+                       zs_err_t *err) {
     double t_placed = zs_now();
-    m->bo.load.device = d.device;
+    m->bo.load.device = d->device;
     pthread_mutex_lock(&m->smu);
     zs_startup_t *s = startup_at(m, seq);
     if (s) {
         s->placed_s = t_placed - s->t0;
-        snprintf(s->placement, sizeof s->placement, "%.250s", d.text);
-        dev_text(d.device, s->device, sizeof s->device);
+        snprintf(s->placement, sizeof s->placement, "%.250s", d->text);
+        dev_text(d->device, s->device, sizeof s->device);
     }
     pthread_mutex_unlock(&m->smu);
-    if (d.device.kind == ZS_DEV_CUDA) rc = zs_gpu_set_device(d.device.index, err); /* this thread runs the engine */
+    int rc = 0;
+    if (d->device.kind == ZS_DEV_CUDA) rc = zs_gpu_set_device(d->device.index, err); /* this thread runs the engine */
     if (rc == 0) {
         if (path) rc = zs_bundle_open(path, &m->bo, &m->b, err);
         else rc = zs_bundle_reload(m->b, &m->bo, err);
@@ -220,59 +266,85 @@ static int model_start(zs_srv_model_t *m, const char *path, const atomic_int *ab
         startup_failed(m, seq, err->msg);
         return rc;
     }
-    const zs_bundle_timeline_t *tl = &m->b->timeline;
     const zs_kv_cache_t *kv = zs_engine_kv(m->b->engine);
     m->kv_bytes = (uint64_t)kv->nblocks * kv->layout.block_bytes;
-    uint64_t footprint = m->b->weights->bytes + m->kv_bytes +
-                         (d.device.kind == ZS_DEV_CUDA ? CUDA_OVERHEAD_BYTES : 0);
-    m->pooled = m->b->pooled != NULL;
-    zs_place_tier_t next = m->pooled ? ZS_TIER_POOL_PINNED : ZS_TIER_PAGE_CACHE;
-    double transfer = tl->weights - tl->pool;
-    double read_gbps = 0;
-    if (tl->source == ZS_SRC_PAGE_CACHE || tl->source == ZS_SRC_DISK) read_gbps = tl->load_gbps;
-    zs_res_loaded(m->res, m->idx, footprint, next, transfer, read_gbps);
-    kv_bandwidth(m, d.dev);
-    const char *src = zs_weights_source_name(tl->source);
-    double off = t_placed, total = 0;
-    char *txt = NULL;
+    int overlap = m->b->loading != NULL;
     pthread_mutex_lock(&m->smu);
     s = startup_at(m, seq);
     if (s) {
-        off -= s->t0;
-        snprintf(s->source, sizeof s->source, "%s", src);
-        s->bytes = tl->bytes;
-        s->load_gbps = tl->load_gbps;
-        s->pool_s = tl->pool > 0 ? off + tl->pool : -1;
-        s->first_layer_s = off + tl->first_layer;
-        s->weights_s = off + tl->weights;
-        s->engine_s = off + tl->engine;
-        s->ok = 1;
-        total = s->engine_s;
-        txt = startup_text(s);
+        s->engine_s = t_placed - s->t0 + m->b->timeline.engine;
+        s->overlap = overlap;
+        /* provisional while the weights stream in: a storage load may turn out to be "disk" */
+        snprintf(s->source, sizeof s->source, "%s", zs_weights_source_name(m->b->timeline.source));
     }
     pthread_mutex_unlock(&m->smu);
-    zs_metrics_startup(m->metrics, src, total, 1);
-    if (txt) zs_slog(m->log, ZS_LOG_INFO, NULL, "model %s start-up %lld: %s", m->name, (long long)seq, txt);
-    free(txt);
+    if (overlap) { /* completed by load_poll_cb */
+        m->pending = seq;
+        m->pending_placed = t_placed;
+        return 0;
+    }
+    startup_complete(m, seq, t_placed);
     return 0;
 }
 
 static int load_cb(void *ctx, const zs_sreq_t *trigger, const char *why, const atomic_int *abort, zs_engine_t **e,
                    int64_t *startup, zs_err_t *err) {
     zs_srv_model_t *m = ctx;
-    int64_t seq = startup_begin(m, trigger, why);
+    zs_res_decision_t d;
+    int64_t seq;
+    int rc;
+    *e = NULL;
+    if (strcmp(why, "prewarm") == 0) {
+        rc = zs_res_acquire_idle(m->res, m->idx, &d, err);
+        if (rc != 0) return rc; /* no idle room: nothing placed, nothing recorded */
+        seq = startup_begin(m, NULL, why);
+        zs_slog(m->log, ZS_LOG_INFO, NULL, "model %s: starting (prewarm)", m->name);
+    } else {
+        seq = startup_begin(m, trigger, why);
+        zs_slog(m->log, ZS_LOG_INFO, trigger ? trigger->id : NULL, "model %s: starting (%s)", m->name, why);
+        rc = zs_res_acquire(m->res, m->idx, abort, &d, err);
+        if (rc != 0) {
+            startup_failed(m, seq, err->msg);
+            *startup = seq;
+            return rc;
+        }
+    }
     *startup = seq;
-    zs_slog(m->log, ZS_LOG_INFO, trigger ? trigger->id : NULL, "model %s: starting (%s)", m->name, why);
-    int rc = model_start(m, NULL, abort, seq, err);
-    *e = rc == 0 ? m->b->engine : NULL;
+    rc = model_start(m, NULL, seq, &d, err);
+    if (rc == 0) *e = m->b->engine;
     return rc;
+}
+
+/* The scheduler asks whether the weights of an overlapped start are all in (see
+ * zs_sched_life_t.load_poll). */
+static int load_poll_cb(void *ctx, int block, zs_err_t *err) {
+    zs_srv_model_t *m = ctx;
+    if (m->pending == 0) return 0;
+    if (!block && zs_bundle_loading(m->b)) return 1;
+    int64_t seq = m->pending;
+    m->pending = 0;
+    int rc = zs_bundle_finish_load(m->b, err);
+    if (rc != 0) {
+        startup_failed(m, seq, err->msg);
+        return rc < 0 ? rc : ZS_EIO;
+    }
+    startup_complete(m, seq, m->pending_placed);
+    return 0;
 }
 
 static void unload_cb(void *ctx, const char *why) {
     zs_srv_model_t *m = ctx;
     double t0 = zs_now();
-    zs_bundle_unload(m->b);
+    int64_t pending = m->pending;
+    m->pending = 0;
+    zs_bundle_unload(m->b); /* cancels a load still in progress */
     zs_res_release(m->res, m->idx);
+    if (pending) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "cancelled: unloaded (%.60s) before every weight was resident", why);
+        startup_ended(m, pending, -2, msg);
+        zs_slog(m->log, ZS_LOG_INFO, NULL, "model %s start-up %lld cancelled (%s)", m->name, (long long)pending, why);
+    }
     zs_slog(m->log, ZS_LOG_INFO, NULL, "model %s scaled to zero (%s) in %.3f s; weights stay in %s", m->name, why,
             zs_now() - t0, m->pooled ? "the pool" : "storage");
 }
@@ -320,7 +392,12 @@ int zs_srv_model_load(const zs_server_model_cfg_t *mc, const zs_server_config_t 
     if ((rc = estimate_footprint(mc, &wbytes, &footprint, err))) goto fail;
     zs_res_model(res, idx, out->name, allowed, footprint, wbytes, pool ? ZS_TIER_POOL : ZS_TIER_PAGE_CACHE);
     int64_t seq = startup_begin(out, NULL, "initial");
-    if ((rc = model_start(out, mc->path, NULL, seq, err))) goto fail;
+    zs_res_decision_t d;
+    if ((rc = zs_res_acquire(res, idx, NULL, &d, err))) {
+        startup_failed(out, seq, err->msg);
+        goto fail;
+    }
+    if ((rc = model_start(out, mc->path, seq, &d, err))) goto fail;
     out->tok = out->b->tok;
     out->tmpl = out->b->chat;
     out->tmpl_err = out->b->chat_error;
@@ -357,6 +434,23 @@ int zs_srv_model_load(const zs_server_model_cfg_t *mc, const zs_server_config_t 
     for (int32_t i = 0; i < out->b->nstop; i++) /* the bundle's stop tokens, as `zerostart run` uses */
         if (out->b->stop_ids[i] >= 0 && out->b->stop_ids[i] < out->vocab)
             out->eos[out->neos++] = out->b->stop_ids[i];
+    if (cfg->warmup > 0 || (cfg->warmup < 0 && out->bo.load.device.kind == ZS_DEV_CUDA)) {
+        double tw = zs_now();
+        if ((rc = zs_srv_warmup(e, cfg->step_tokens, ctx, err))) {
+            char msg[sizeof err->msg];
+            snprintf(msg, sizeof msg, "%s", err->msg);
+            zs_err_clear(err);
+            rc = zs_err_set(err, rc, "model %s: kernel warm-up: %.900s", mc->name, msg);
+            goto fail_release;
+        }
+        tw = zs_now() - tw;
+        pthread_mutex_lock(&out->smu);
+        zs_startup_t *st = startup_at(out, seq);
+        if (st) st->warmup_s = tw;
+        pthread_mutex_unlock(&out->smu);
+        zs_slog(log, ZS_LOG_INFO, NULL, "model %s: kernel warm-up in %.3f s", out->name, tw);
+    }
+    out->bo.overlap_load = 1; /* from now on a start hands the engine over while the weights stream in */
 
     char tok_path[4200], extra[64] = "";
     snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", out->b->ckpt->dir);
@@ -372,10 +466,11 @@ int zs_srv_model_load(const zs_server_model_cfg_t *mc, const zs_server_config_t 
                           .neos = out->neos, .keep_alive_s = out->keep_alive_s,
                           .cuda_device = out->bo.load.device.kind == ZS_DEV_CUDA ? out->bo.load.device.index : -1,
                           .kvt = out->kvt, .contexts = contexts};
-    zs_sched_life_t life = {.ctx = out, .load = load_cb, .unload = unload_cb, .first_token = first_token_cb};
+    zs_sched_life_t life = {.ctx = out, .load = load_cb, .load_poll = load_poll_cb, .unload = unload_cb,
+                            .first_token = first_token_cb};
     if ((rc = zs_sched_create(e, out->tok, &so, &life, m, log, &out->sched, err))) goto fail_release;
     zs_res_set_sched(res, idx, out->sched);
-    kv_bandwidth(out, -1);
+    kv_bandwidth(out);
     if (zs_kvt_warning(out->kvt)) zs_slog(log, ZS_LOG_WARN, NULL, "model %s: %s", out->name, zs_kvt_warning(out->kvt));
     if (zs_kvt_has_store(out->kvt))
         zs_slog(log, ZS_LOG_INFO, NULL, "model %s: KV store: host tier %.2f GiB, disk tier %s", out->name,

@@ -1,7 +1,8 @@
 /* One served model: the model bundle (checkpoint, weights, tokenizer, chat template, stop
  * tokens, engine) of a Hugging Face model directory, its effective context length, its
- * scheduler thread, and its lifecycle (scale to zero and back): the load and unload callbacks
- * the scheduler thread calls, the placement of each start, and the start-up records. */
+ * scheduler thread, and its lifecycle (scale to zero and back): the load, load-poll and
+ * unload callbacks the scheduler thread calls, the placement of each start, the kernel
+ * warm-up after the first start, and the start-up records. */
 #ifndef ZS_SERVER_SERVE_MODEL_H
 #define ZS_SERVER_SERVE_MODEL_H
 
@@ -25,7 +26,7 @@ typedef struct zs_startup {
     int64_t seq;                 /* 1, 2, ... per model */
     double t0;                   /* zs_now() */
     int64_t wall_ms;             /* unix time of t0 */
-    char trigger[16];            /* "initial", "request", "admin" */
+    char trigger[16];            /* "initial", "request", "admin", "prewarm" */
     char request_id[48];         /* the triggering request */
     double queued_s;             /* how long the triggering request had waited at t0 */
     double placed_s;             /* placement decided and memory reserved */
@@ -38,7 +39,9 @@ typedef struct zs_startup {
     /* the triggering request's prompt KV: cached (GPU), restored (host, disk), computed */
     int64_t kv_gpu_tokens, kv_host_tokens, kv_disk_tokens, kv_computed_tokens;
     double kv_restore_s;
-    int ok;                      /* 1 done, 0 in progress, -1 failed */
+    double warmup_s;             /* kernel warm-up seconds (the initial start only) */
+    int overlap;                 /* the engine ran while the weights streamed in */
+    int ok;                      /* 1 done, 0 in progress, -1 failed, -2 cancelled */
     char error[256];
 } zs_startup_t;
 
@@ -65,6 +68,8 @@ typedef struct zs_srv_model {
     int pooled;                  /* the weights are in the hot pool */
     uint64_t kv_bytes;           /* device bytes of the KV cache */
     zs_kvt_t *kvt;               /* KV warm start: the store below the GPU prefix cache */
+    int64_t pending;             /* start-up whose weights are still streaming in (0: none) */
+    double pending_placed;       /* zs_now() when it was placed */
 
     pthread_mutex_t smu;         /* start-up records */
     int smu_ready;

@@ -131,6 +131,9 @@ int zs_server_create(const zs_server_config_t *cfg, zs_server_t **out, zs_err_t 
             }
         zs_res_start_probes(&s->res, probe);
     }
+    if (s->cfg.prewarm &&
+        (rc = zs_prewarm_start(s->models, s->nmodels, &s->res, s->cfg.prewarm_threshold, &s->log, &s->prewarm, err)))
+        goto fail;
     *out = s;
     return 0;
 fail:
@@ -150,6 +153,7 @@ static int active_requests(zs_server_t *s) {
 
 int zs_server_shutdown(zs_server_t *s) {
     atomic_store(&s->stopping, 1);
+    zs_prewarm_stop(s->prewarm); /* no pre-warm while draining */
     zs_http_quiesce(s);
     for (int i = 0; i < s->nmodels; i++) zs_sched_drain(s->models[i].sched);
     zs_slog(&s->log, ZS_LOG_INFO, NULL, "shutting down: %d requests in flight, waiting up to %.1f s",
@@ -174,6 +178,8 @@ int zs_server_shutdown(zs_server_t *s) {
 void zs_server_free(zs_server_t *s) {
     if (s == NULL) return;
     zs_http_stop(s);
+    zs_prewarm_free(s->prewarm); /* it drives the schedulers; HTTP threads are gone */
+    s->prewarm = NULL;
     /* stop every lifecycle first; no placement may pick a scheduler that is going away */
     if (s->res_ready)
         for (int i = 0; i < s->nmodels; i++) zs_res_set_sched(&s->res, i, NULL);

@@ -13,6 +13,7 @@
 #include "server/log.h"
 #include "server/metrics.h"
 #include "server/openai_request.h"
+#include "server/prewarm.h"
 #include "server/residency.h"
 #include "server/serve_model.h"
 #include "zerostart/pool.h"
@@ -30,6 +31,7 @@ struct zs_server {
     int res_ready;
     zs_ctxreg_t contexts;        /* registered contexts (POST /v1/contexts) */
     int contexts_ready;
+    zs_prewarm_t *prewarm;       /* pre-warming policy; NULL when off */
     struct MHD_Daemon *d;
     uint16_t port;
     atomic_int inflight;         /* HTTP requests between first callback and completion */

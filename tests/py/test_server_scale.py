@@ -49,6 +49,18 @@ def startups(srv, name="tiny"):
     return json.loads(b)["data"]
 
 
+def settled_startups(srv, name="tiny", timeout=30):
+    """The start-up records once none is in progress: an overlapped start completes its record
+    when the loader ends, which may be just after the triggering request was answered."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        s = startups(srv, name)
+        if all(x["state"] != "starting" for x in s):
+            return s
+        time.sleep(0.02)
+    raise AssertionError(f"a start of {name} never ended: {startups(srv, name)}")
+
+
 def wait_state(srv, state, name="tiny", timeout=30):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -77,13 +89,16 @@ def test_scale_to_zero_and_back(zerostart, model_dir, tmp_path):
         assert info["location"] == "pool" and info["device"] is None
         assert srv.metrics()['zerostart_model_loaded{model="tiny"}'] == 0
         assert complete(srv) == first
-        s = startups(srv)
+        s = settled_startups(srv)
         assert len(s) == 2
         assert s[0]["trigger"] == "initial" and s[0]["source"] == "pool-filled"
         assert s[1]["trigger"] == "request" and s[1]["source"] == "pool" and s[1]["request_id"]
         for k in ("placed_s", "first_layer_s", "weights_s", "engine_s", "first_token_s"):
             assert s[1][k] is not None and s[1][k] >= 0, k
-        assert s[1]["first_layer_s"] <= s[1]["weights_s"] <= s[1]["engine_s"] <= s[1]["first_token_s"]
+        # overlapped start: the engine may be ready before the last weights arrive
+        assert s[1]["first_layer_s"] <= s[1]["weights_s"]
+        assert s[1]["first_layer_s"] <= s[1]["first_token_s"] and s[1]["engine_s"] <= s[1]["first_token_s"]
+        assert s[0]["overlap"] is False and s[1]["overlap"] is True
         assert s[1]["bytes"] > 0 and s[1]["state"] == "done"
         m = srv.metrics()
         assert m['zerostart_model_starts_total{source="pool"}'] == 1
@@ -286,3 +301,132 @@ def test_pool_capacity_under_concurrent_starts(zerostart, model_dir, tmp_path):
             p.wait(60)
             p.stderr.close()
     assert len(list(pool.glob("*.seg"))) == 2
+
+
+def sse_events(srv, body):
+    """POST a streaming completion; returns the decoded `data:` payloads (the server closes
+    the stream at the end, so a hang would fail the read's timeout)."""
+    st, _, b = srv.post("/v1/completions", dict(body, stream=True))
+    assert st == 200, b
+    return [line[6:] for line in b.decode().split("\n") if line.startswith("data: ")]
+
+
+def test_overlapped_scale_from_zero_same_output(zerostart, tmp_path):
+    """A request for a scaled-to-zero model is served while its weights stream in (a model
+    large enough that the load takes a while), with the same greedy output; the start-up
+    record says the engine ran over the arriving weights."""
+    d = big_model_dir(tmp_path / "big")
+    with Server(zerostart, d, "--name", "tiny", "--keep-alive", "0.5", "--kv-mem", "1M") as srv:
+        first = complete(srv)
+        for _ in range(2):
+            wait_state(srv, "unloaded")
+            assert complete(srv) == first
+            s = settled_startups(srv)[-1]
+            assert s["trigger"] == "request" and s["overlap"] is True and s["state"] == "done", s
+            assert s["source"] in ("page-cache", "disk") and s["bytes"] > 40_000_000
+            assert 0 <= s["first_layer_s"] <= s["weights_s"], s
+            assert s["first_layer_s"] <= s["first_token_s"] and s["engine_s"] <= s["first_token_s"], s
+        wait_state(srv, "unloaded")
+        text = "".join(json.loads(e)["choices"][0]["text"] for e in sse_events(srv, BODY) if e != "[DONE]")
+        assert text == first  # streamed from a scaled-to-zero start too
+        assert startups(srv)[-1]["overlap"] is True
+        assert srv.metrics()["zerostart_model_start_failures_total"] == 0
+
+
+def test_load_failure_mid_load_is_an_error_and_serving_goes_on(zerostart, model_dir, tmp_path):
+    """The checkpoint is truncated while the model is scaled to zero: the overlapped reload
+    fails in the middle, the waiting clients (plain and streaming) get an error, nothing
+    hangs, the reservation is released, the other model keeps serving, and once the file is
+    whole again the model comes back."""
+    dirs = copies(model_dir, tmp_path, 2)
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"keep_alive": 0, "models": [
+        {"name": f"m{i}", "path": d, "kv_mem": "1M", "device": "cpu"} for i, d in enumerate(dirs)]}))
+    with Server(zerostart, None, "--config", cfg, "--device-mem", "64M", log_path=str(tmp_path / "serve.log")) as srv:
+        ref = complete(srv, "m0")
+        st, _, b = srv.post("/admin/models/m0/unload", {})
+        assert st == 200 and json.loads(b)["state"] == "unloaded", b
+        used = json.loads(srv.get("/admin/pool")[2])["devices"][0]["used_bytes"]
+        shard = next(os.path.join(dirs[0], f) for f in os.listdir(dirs[0]) if f.endswith(".safetensors"))
+        whole = open(shard, "rb").read()
+        os.truncate(shard, len(whole) // 2)
+        try:
+            st, _, b = srv.post("/v1/completions", dict(BODY, model="m0"))
+            assert st == 503, b
+            msg = json.loads(b)["error"]["message"]
+            assert "could not be loaded" in msg and "truncated" in msg, msg
+            ev = sse_events(srv, dict(BODY, model="m0"))
+            assert ev[-1] == "[DONE]" and "could not be loaded" in json.loads(ev[-2])["error"]["message"], ev
+            s = startups(srv, "m0")
+            assert s[-1]["state"] == "failed" and "truncated" in s[-1]["error"], s[-1]
+            assert s[-1]["trigger"] == "request" and s[-1]["overlap"] is True
+            wait_state(srv, "unloaded", "m0")  # the answer may come just before the unload
+            assert json.loads(srv.get("/admin/pool")[2])["devices"][0]["used_bytes"] == used
+            assert complete(srv, "m1") == ref  # the other model is unaffected
+            assert srv.get("/health")[0] == 200
+            assert srv.metrics()["zerostart_model_start_failures_total"] >= 1
+            srv.wait_metric('zerostart_kv_blocks_in_use{model="m1"}', lambda v: v == 0, timeout=30)
+        finally:
+            with open(shard, "wb") as f:
+                f.write(whole)
+        assert complete(srv, "m0") == ref
+        wait_state(srv, "ready", "m0")  # the loader may end just after the response
+        assert settled_startups(srv, "m0")[-1]["state"] == "done"
+        log = srv.log()
+    assert "could not be loaded" in log
+
+
+def test_unload_during_load_is_safe(zerostart, tmp_path):
+    """Admin unload while an admin load streams the weights in: the load is cancelled or
+    completes, either way the model ends unloaded with its memory released, the admin load
+    answers (never hangs), and the model serves the same output afterwards. An unload asked
+    while a request runs waits for the request."""
+    d = big_model_dir(tmp_path / "big")
+    with Server(zerostart, d, "--name", "tiny", "--keep-alive", "0", "--kv-mem", "1M") as srv:
+        first = complete(srv)
+        outcomes = []
+        for _ in range(3):
+            st, _, b = srv.post("/admin/models/tiny/unload", {})
+            assert st == 200, b
+            res = {}
+            t = threading.Thread(target=lambda: res.update(r=srv.post("/admin/models/tiny/load", {})))
+            t.start()
+            deadline = time.monotonic() + 30
+            while model_info(srv)["state"] == "unloaded" and t.is_alive() and time.monotonic() < deadline:
+                time.sleep(0.001)
+            st, _, b = srv.post("/admin/models/tiny/unload", {})
+            assert st in (200, 202), b
+            t.join(60)
+            assert not t.is_alive(), "admin load hung"
+            assert res["r"][0] in (200, 503), res
+            wait_state(srv, "unloaded")
+            outcomes.append(startups(srv)[-1]["state"])
+            assert json.loads(srv.get("/admin/pool")[2])["devices"][0]["used_bytes"] == 0
+        assert set(outcomes) <= {"done", "cancelled"}, outcomes
+        # a request in flight: the unload waits for it
+        res = {}
+        t = threading.Thread(target=lambda: res.update(r=complete(srv)))
+        t.start()
+        deadline = time.monotonic() + 30
+        while model_info(srv)["state"] == "unloaded" and t.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        srv.post("/admin/models/tiny/unload", {})
+        t.join(60)
+        assert res.get("r") == first
+        wait_state(srv, "unloaded")
+        assert complete(srv) == first
+
+
+def test_kernel_warmup_on_cpu(zerostart, model_dir):
+    """--warmup on runs the throw-away forward at start (on GPUs it is the default): recorded
+    in the initial start-up, and the output is what a server without it gives."""
+    with Server(zerostart, model_dir, "--name", "tiny", "--kv-mem", "1M", "--warmup", "off") as srv:
+        ref = complete(srv)
+        assert startups(srv)[0]["warmup_s"] is None
+    with Server(zerostart, model_dir, "--name", "tiny", "--kv-mem", "1M", "--warmup", "on") as srv:
+        s = startups(srv)[0]
+        assert s["trigger"] == "initial" and s["warmup_s"] is not None and s["warmup_s"] >= 0
+        assert srv.metrics()['zerostart_kv_blocks_allocated{model="tiny"}'] == 0  # nothing left behind
+        assert complete(srv) == ref
+        log = srv.log()
+    assert "kernel warm-up in" in log

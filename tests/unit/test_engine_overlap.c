@@ -103,6 +103,40 @@ static void test_overlapped_bundle_same_logits(void) {
     }
 }
 
+/* Scale to zero in the middle of an overlapped load cancels it; the next reload (overlapped
+ * too) serves the same logits, and zs_bundle_loading says when finishing would block. */
+static void test_unload_during_load_then_reload(void) {
+    static float ref[1024], got[1024];
+    zs_err_t err = {0};
+    int rc = logits_of(0, ref, 1024, &err);
+    ZT_REQUIRE(rc == ZS_OK);
+    zs_bundle_opts_t bo;
+    zs_bundle_opts_default(&bo);
+    bo.overlap_load = 1;
+    bo.engine.threads = 2;
+    bo.load.threads = 1;
+    bo.load.chunk_bytes = 4096;
+    zs_bundle_t *b = NULL;
+    ZT_REQUIRE(zs_bundle_open(g_dir, &bo, &b, &err) == ZS_OK);
+    for (int rep = 0; rep < 3; rep++) {
+        zs_bundle_unload(b); /* possibly mid-load: cancelled, joined, freed */
+        ZT_CHECK(b->engine == NULL && b->weights == NULL && b->loading == NULL);
+        ZT_CHECK(!zs_bundle_loading(b));
+        zs_err_clear(&err);
+        ZT_REQUIRE(zs_bundle_reload(b, &bo, &err) == ZS_OK);
+    }
+    int32_t seq, ids[5] = {1, 2, 3, 4, 5};
+    int32_t vocab = zs_engine_config(b->engine)->vocab;
+    ZT_REQUIRE(vocab <= 1024);
+    ZT_REQUIRE(zs_engine_seq_new(b->engine, &seq, &err) == ZS_OK);
+    ZT_CHECK(zs_engine_prefill(b->engine, seq, ids, 5, got, &err) == ZS_OK);
+    ZT_CHECK(zs_bundle_finish_load(b, &err) == ZS_OK);
+    ZT_CHECK(!zs_bundle_loading(b));
+    ZT_CHECK(b->weights != NULL && b->timeline.weights >= b->timeline.first_layer);
+    ZT_CHECK(memcmp(ref, got, (size_t)vocab * sizeof *got) == 0);
+    zs_bundle_free(b);
+}
+
 int main(void) {
     snprintf(g_dir, sizeof g_dir, "/tmp/zs-overlap-%d", (int)getpid());
     zs_err_t err = {0};
@@ -112,6 +146,7 @@ int main(void) {
     }
     ZT_RUN(test_stages_in_order_once);
     ZT_RUN(test_overlapped_bundle_same_logits);
+    ZT_RUN(test_unload_during_load_then_reload);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
     if (system(cmd) != 0) fprintf(stderr, "cleanup failed\n");

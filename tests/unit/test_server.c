@@ -1,7 +1,7 @@
 /* Unit tests for the server's pure parts: stop strings and hold-back, the prefix cache
  * (chained hashes, longest match with token verification, first-owner-wins, takeover on
  * drop, LRU holders), the bearer-token check, request parsing defaults and errors, error
- * and chunk JSON. */
+ * and chunk JSON, the pre-warming keys of the config file. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,6 +12,7 @@
 #include "server/openai_response.h"
 #include "server/prefix_cache.h"
 #include "server/textstop.h"
+#include "zerostart/server.h"
 #include "zt.h"
 
 static void test_stop_strings(void) {
@@ -135,11 +136,39 @@ static void test_response_json(void) {
     free(s);
 }
 
+/* The pre-warming and warm-up keys of the JSON config (and their switch spelling). */
+static void test_config_prewarm_keys(void) {
+    zs_server_config_t c;
+    zs_server_config_init(&c);
+    ZT_CHECK(c.prewarm == 0 && c.prewarm_threshold == 0.5 && c.warmup == -1);
+    zs_err_t err = {0};
+    const char *ok = "{\"prewarm\": true, \"prewarm_threshold\": 0.8, \"warmup\": \"off\"}";
+    ZT_CHECK_MSG(zs_server_config_load_json(&c, ok, strlen(ok), "cfg", &err) == 0, "%s", err.msg);
+    ZT_CHECK(c.prewarm == 1 && c.prewarm_threshold == 0.8 && c.warmup == 0);
+    const char *sw = "{\"prewarm\": \"off\", \"warmup\": \"auto\"}";
+    ZT_CHECK(zs_server_config_load_json(&c, sw, strlen(sw), "cfg", &err) == 0);
+    ZT_CHECK(c.prewarm == 0 && c.warmup == -1);
+    const char *bad[] = {"{\"prewarm\": \"auto\"}", "{\"prewarm\": 2}", "{\"warmup\": \"maybe\"}",
+                         "{\"prewarm_threshold\": 0}", "{\"prewarm_threshold\": 1.5}",
+                         "{\"prewarm_threshold\": \"0.5\"}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        zs_err_clear(&err);
+        ZT_CHECK_MSG(zs_server_config_load_json(&c, bad[i], strlen(bad[i]), "cfg", &err) != 0, "%s", bad[i]);
+        ZT_CHECK_STR_CONTAINS(err.msg, bad[i][2] == 'w' ? "warmup" : "prewarm");
+    }
+    int v = 7;
+    ZT_CHECK(zs_server_parse_switch("on", 0, &v) == 0 && v == 1);
+    ZT_CHECK(zs_server_parse_switch("auto", 0, &v) != 0);
+    ZT_CHECK(zs_server_parse_switch("auto", 1, &v) == 0 && v == -1);
+    zs_server_config_free(&c);
+}
+
 int main(void) {
     ZT_RUN(test_stop_strings);
     ZT_RUN(test_prefix_cache);
     ZT_RUN(test_auth);
     ZT_RUN(test_request_parse);
     ZT_RUN(test_response_json);
+    ZT_RUN(test_config_prewarm_keys);
     return ZT_DONE();
 }
