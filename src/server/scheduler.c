@@ -1,11 +1,7 @@
-/* The continuous-batching scheduler thread: admission with KV reservation, prefix reuse from
- * the GPU prefix cache and from the KV store's host and disk tiers (requests whose blocks are
- * read from disk wait aside, without holding up the others), mixed prefill/decode forward
- * steps, per-request sampling, incremental detokenizing, stop strings, publishing text to
- * waiting HTTP threads, cancellation; a finished conversation's KV (prompt and reply) is kept
- * as a prefix-cache holder, and holders leaving the GPU go to the store. */
-#include "server/scheduler.h"
-
+/* The continuous-batching scheduler thread: admission with KV reservation and prefix reuse
+ * (sched_kv.c), mixed prefill/decode forward steps, per-request sampling, incremental
+ * detokenizing, stop strings, publishing text to waiting HTTP threads, cancellation, the
+ * model's lifecycle (load, overlapped start, scale to zero, pre-warm) and the public API. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,299 +9,29 @@
 
 #include "common/clock.h"
 #include "gpu/gpu_rt.h"
-#include "server/kv_predict.h"
-#include "server/prefix_cache.h"
+#include "server/sched_internal.h"
 #include "server/textstop.h"
-
-/* A prefix seen this many times (decayed) is worth bringing back while idle. */
-#define PREDICT_MIN_COUNT 1.5
-
-/* A request's progress through KV reuse at admission. */
-enum { KV_NEW = 0, KV_FETCHING = 1, KV_READY = 2, KV_RUNNING = 3 };
-
-/* Idle-time work: one prefix at a time brought into the GPU prefix cache while no live
- * request needs the engine: a registered context (restored or computed, and stored), or a
- * prefix the predictor expects next (restored from the store only). */
-typedef struct pre_job {
-    int active;
-    int predicted;            /* 1: a prediction (ctx.ids is a copy, ctx.id empty) */
-    uint64_t entry;           /* the predictor's entry */
-    zs_ctx_t ctx;             /* copy of the registered context */
-    zs_kv_ns_t ns;
-    int phase;                /* KV_* */
-    zs_kvt_restore_t rs;
-    int32_t seq, gpu_blocks;
-    int64_t pos, restored;
-    double t0;
-} pre_job_t;
-
-struct zs_sched {
-    zs_engine_t *e;           /* NULL while unloaded */
-    const zs_tok_t *tok;
-    zs_sched_opts_t o;
-    int32_t eos[32];
-    zs_metrics_t *m;
-    zs_slog_t log;
-    int32_t V, bs;
-    uint32_t nblocks_total;
-
-    pthread_t th;
-    int started;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    zs_sreq_t *wait_head, *wait_tail;
-    int nwait;
-    int stopping, draining, cancel_all;
-    atomic_int active;        /* submitted and not finished */
-    zs_model_gauges_t g;      /* under mu */
-
-    /* lifecycle */
-    zs_sched_life_t life;
-    int has_life;
-    atomic_int state;         /* ZS_MODEL_*; written by the scheduler thread */
-    atomic_int abort_load;    /* set at shutdown: a load waiting for memory gives up */
-    pthread_cond_t state_cv;  /* state changes (under mu) */
-    uint64_t reached[4];      /* under mu: times each state was entered (zs_sched_wait_state) */
-    int want_load, want_unload, want_evict; /* under mu */
-    double idle_since;        /* under mu */
-    uint64_t load_failures;   /* under mu */
-    char load_err[320];       /* under mu */
-    int pc_ready;
-    uint64_t kv_wake;         /* under mu: fetch jobs that finished (their callbacks) */
-    uint64_t kv_seen;         /* scheduler thread: kv_wake when last looked */
-    /* overlapped start and pre-warming */
-    int weights_pending;      /* scheduler thread: the engine runs while the weights stream in */
-    int want_prewarm;         /* under mu */
-    double prewarm_hold;      /* under mu: keep-alive keeps an unused pre-warm until then */
-    int prewarm_unused;       /* under mu: the engine came from a pre-warm no request has used */
-
-    /* scheduler thread only */
-    pre_job_t pre;            /* idle-time precompute */
-    zs_kvp_t *pred;           /* prefix prediction (created at the first bind) */
-    uint64_t prefetches, prefetched_blocks; /* under mu */
-    zs_sreq_t *fetch_head;    /* requests waiting for their blocks to be read from disk */
-    int nfetch;               /* written by the scheduler thread under mu */
-    zs_sreq_t **run;
-    int nrun;
-    zs_pcache_t pc;
-    zs_engine_item_t *items;
-    zs_sreq_t **item_req;
-    float *logits;
-    uint8_t *bitmap;
-};
-
-/* --- requests ------------------------------------------------------------------------- */
-
-const char *zs_model_state_name(int state) {
-    switch (state) {
-    case ZS_MODEL_UNLOADED: return "unloaded";
-    case ZS_MODEL_LOADING: return "loading";
-    case ZS_MODEL_READY: return "ready";
-    case ZS_MODEL_UNLOADING: return "unloading";
-    }
-    return "unknown";
-}
-
-zs_sreq_t *zs_sreq_new(void) {
-    zs_sreq_t *r = calloc(1, sizeof *r);
-    if (r == NULL) return NULL;
-    if (pthread_mutex_init(&r->mu, NULL) != 0) {
-        free(r);
-        return NULL;
-    }
-    if (pthread_cond_init(&r->cv, NULL) != 0) {
-        pthread_mutex_destroy(&r->mu);
-        free(r);
-        return NULL;
-    }
-    atomic_init(&r->refs, 1);
-    atomic_init(&r->cancel, ZS_CANCEL_NONE);
-    r->s.seq = -1;
-    r->s.owner = -1;
-    r->startup = -1;
-    r->t_arrive = zs_now();
-    return r;
-}
-
-void zs_sreq_ref(zs_sreq_t *r) { atomic_fetch_add(&r->refs, 1); }
-
-void zs_sreq_release(zs_sreq_t *r) {
-    if (r == NULL || atomic_fetch_sub(&r->refs, 1) != 1) return;
-    zs_oai_request_free(&r->oai);
-    free(r->prompt);
-    if (r->smp_ready) zs_sampler_free(&r->smp);
-    zs_tok_stream_free(r->ts);
-    free(r->out);
-    free(r->s.gen);
-    free(r->s.out_ids);
-    free(r->cache_salt);
-    pthread_cond_destroy(&r->cv);
-    pthread_mutex_destroy(&r->mu);
-    free(r);
-}
-
-void zs_sreq_cancel(zs_sreq_t *r, int why) {
-    int expected = ZS_CANCEL_NONE;
-    atomic_compare_exchange_strong(&r->cancel, &expected, why);
-    zs_sched_t *s = r->sched;
-    if (s) {
-        pthread_mutex_lock(&s->mu);
-        s->kv_wake++; /* a request waiting for its blocks notices too */
-        pthread_cond_signal(&s->cv);
-        pthread_mutex_unlock(&s->mu);
-    }
-}
-
-static int buf_append(char **p, size_t *len, size_t *cap, const char *t, size_t n) {
-    if (n == 0) return 0;
-    if (*len + n + 1 > *cap) {
-        size_t c = *cap ? *cap : 256;
-        while (c < *len + n + 1) c *= 2;
-        char *np = realloc(*p, c);
-        if (np == NULL) return -1;
-        *p = np;
-        *cap = c;
-    }
-    memcpy(*p + *len, t, n);
-    *len += n;
-    (*p)[*len] = 0;
-    return 0;
-}
-
-int zs_sreq_take(zs_sreq_t *r, int timeout_ms, zs_sreq_out_t *o) {
-    memset(o, 0, sizeof *o);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += timeout_ms / 1000;
-    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&r->mu);
-    while (r->out_len == 0 && !r->done) {
-        int rc = pthread_cond_timedwait(&r->cv, &r->mu, &ts);
-        if (rc == ETIMEDOUT) break;
-    }
-    int got = 0;
-    if (r->out_len) {
-        o->text = r->out; /* hand the buffer over */
-        o->len = r->out_len;
-        r->out = NULL;
-        r->out_len = r->out_cap = 0;
-        got = 1;
-    }
-    if (r->done) {
-        o->done = 1;
-        o->finish = r->finish;
-        o->err_status = r->err_status;
-        memcpy(o->err_msg, r->err_msg, sizeof o->err_msg);
-        o->ncompletion = r->ncompletion;
-        o->cached_tokens = r->cached_tokens;
-        o->kvu = r->kvu;
-        got = 1;
-    }
-    pthread_mutex_unlock(&r->mu);
-    return got;
-}
-
-void zs_sreq_usage(const zs_sreq_t *r, const zs_sreq_out_t *o, zs_oai_usage_t *u) {
-    memset(u, 0, sizeof *u);
-    u->prompt_tokens = r->nprompt;
-    u->completion_tokens = o->ncompletion;
-    u->cached_tokens = o->cached_tokens;
-    u->has_kv = 1;
-    u->gpu_tokens = o->kvu.gpu_tokens;
-    u->host_tokens = o->kvu.host_tokens;
-    u->disk_tokens = o->kvu.disk_tokens;
-    u->computed_tokens = o->kvu.computed_tokens;
-    u->restore_s = o->kvu.restore_s;
-    u->restore_bytes = o->kvu.restore_bytes;
-}
 
 /* --- scheduler internals ---------------------------------------------------------------- */
 
 static void publish(zs_sched_t *s, zs_sreq_t *r, const char *t, size_t n) {
     if (n == 0) return;
     pthread_mutex_lock(&r->mu);
-    int rc = buf_append(&r->out, &r->out_len, &r->out_cap, t, n);
+    int rc = sreq_buf_append(&r->out, &r->out_len, &r->out_cap, t, n);
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
     if (rc) zs_slog(&s->log, ZS_LOG_ERROR, r->id, "out of memory publishing %zu bytes", n);
 }
 
-/* Gives a restore job back (its host copies unpinned); call once the imported blocks have
- * been copied, i.e. after a forward step or a sync. */
-static void restore_end(zs_sched_t *s, zs_sreq_t *r) {
-    if (r->s.rs.job) zs_kvt_restore_end(s->o.kvt, &r->s.rs);
-}
-
-/* The tokens whose KV the request's sequence holds: the prompt, then its generated tokens
- * (malloc'd; NULL when out of memory). */
-static int32_t *held_tokens(const zs_sreq_t *r, int64_t n) {
-    int32_t *t = malloc((size_t)n * sizeof *t);
-    if (t == NULL) return NULL;
-    int64_t np = n < r->nprompt ? n : r->nprompt;
-    memcpy(t, r->prompt, (size_t)np * sizeof *t);
-    if (n > np) memcpy(t + np, r->s.out_ids, (size_t)(n - np) * sizeof *t);
-    return t;
-}
-
-/* Frees the request's sequence. Its full blocks stay cached in a holder: the prompt's, or,
- * when the request got further (a conversation turn: prompt and reply), every full block it
- * computed, so that the next turn prefills only its new message. */
-static void release_seq(zs_sched_t *s, zs_sreq_t *r) {
-    restore_end(s, r);
-    if (r->s.seq < 0) return;
-    zs_err_t err = {0};
-    int64_t len = zs_engine_seq_len(s->e, r->s.seq);
-    int64_t have = (int64_t)r->nprompt + r->s.nout;
-    if (len > have) len = have;
-    int32_t nb = (int32_t)(len / s->bs);
-    if (r->s.owner >= 0 && nb <= s->pc.owners[r->s.owner].nblocks) nb = 0; /* nothing beyond the prompt */
-    if (nb > 0) { /* register the longer run under a new holder */
-        int32_t *toks = held_tokens(r, (int64_t)nb * s->bs);
-        int32_t holder = -1;
-        if (toks != NULL && zs_engine_seq_fork_prefix(s->e, r->s.seq, (int64_t)nb * s->bs, &holder, &err) == 0) {
-            if (r->s.owner >= 0) (void)zs_pcache_drop(&s->pc, r->s.owner); /* its seq is r's: freed below */
-            r->s.owner = -1;
-            int32_t idx = zs_pcache_register(&s->pc, &r->s.ns, holder, toks, nb, 1);
-            if (idx < 0) {
-                int32_t h = zs_pcache_lru_holder(&s->pc);
-                if (h >= 0) {
-                    int32_t hs = zs_pcache_drop(&s->pc, h);
-                    if (hs >= 0) (void)zs_engine_seq_free(s->e, hs, NULL);
-                    idx = zs_pcache_register(&s->pc, &r->s.ns, holder, toks, nb, 1);
-                }
-            }
-            if (idx < 0) (void)zs_engine_seq_free(s->e, holder, NULL);
-        }
-        free(toks);
-    }
-    if (r->s.owner >= 0) {
-        int32_t onb = s->pc.owners[r->s.owner].nblocks, holder = -1;
-        if (zs_engine_seq_fork_prefix(s->e, r->s.seq, (int64_t)onb * s->bs, &holder, &err) == 0) {
-            zs_pcache_rebind(&s->pc, r->s.owner, holder, 1);
-        } else {
-            zs_slog(&s->log, ZS_LOG_WARN, r->id, "prefix cache: cannot keep blocks: %s", err.msg);
-            (void)zs_pcache_drop(&s->pc, r->s.owner);
-        }
-        r->s.owner = -1;
-    }
-    if (zs_engine_seq_free(s->e, r->s.seq, &err) != 0)
-        zs_slog(&s->log, ZS_LOG_ERROR, r->id, "freeing sequence %d: %s", r->s.seq, err.msg);
-    r->s.seq = -1;
-}
-
 /* Ends a request: publishes the outcome, frees its KV. */
-static void finish(zs_sched_t *s, zs_sreq_t *r, const char *reason, int err_status,
+void sched_finish(zs_sched_t *s, zs_sreq_t *r, const char *reason, int err_status,
                    const char *err_msg) {
     if (reason && !r->s.stop_hit) {
         const char *t;
         size_t n;
         zs_err_t err = {0};
         if (r->ts && zs_tok_stream_flush(r->ts, &t, &n, &err) == 0 && n &&
-            buf_append(&r->s.gen, &r->s.gen_len, &r->s.gen_cap, t, n) != 0)
+            sreq_buf_append(&r->s.gen, &r->s.gen_len, &r->s.gen_cap, t, n) != 0)
             zs_slog(&s->log, ZS_LOG_ERROR, r->id, "out of memory for generated text");
         if (r->s.gen_len > r->s.emitted) publish(s, r, r->s.gen + r->s.emitted, r->s.gen_len - r->s.emitted);
         r->s.emitted = r->s.gen_len;
@@ -314,7 +40,7 @@ static void finish(zs_sched_t *s, zs_sreq_t *r, const char *reason, int err_stat
         zs_err_t e2 = {0};
         (void)zs_engine_sync(s->e, &e2); /* imports in flight read the pinned host copies */
     }
-    release_seq(s, r);
+    kv_release_seq(s, r);
     int cancelled = atomic_load(&r->cancel) != ZS_CANCEL_NONE;
     double e2e = zs_now() - r->t_arrive;
     pthread_mutex_lock(&r->mu);
@@ -339,12 +65,12 @@ static void finish(zs_sched_t *s, zs_sreq_t *r, const char *reason, int err_stat
      * finish_unqueued (requests that never ran): r may still be listed in run[] here */
 }
 
-static void finish_unqueued(zs_sched_t *s, zs_sreq_t *r, int err_status, const char *msg) {
-    finish(s, r, NULL, err_status, msg);
+void sched_finish_unqueued(zs_sched_t *s, zs_sreq_t *r, int err_status, const char *msg) {
+    sched_finish(s, r, NULL, err_status, msg);
     zs_sreq_release(r);
 }
 
-static int64_t free_budget(zs_sched_t *s) {
+int64_t sched_free_budget(zs_sched_t *s) {
     int64_t avail = (int64_t)zs_kv_free_blocks(zs_engine_kv(s->e));
     for (int i = 0; i < s->nrun; i++) {
         zs_sreq_t *r = s->run[i];
@@ -354,28 +80,7 @@ static int64_t free_budget(zs_sched_t *s) {
     return avail;
 }
 
-/* Drops a holder from the GPU prefix cache; its blocks go to the KV store first (host memory
- * now, disk in the background), so that leaving the GPU does not lose them. */
-static void evict_holder(zs_sched_t *s, int32_t idx) {
-    const zs_pc_owner_t *o = &s->pc.owners[idx];
-    if (o->seq >= 0 && o->holder) zs_kvt_export(s->o.kvt, s->e, o->seq, &o->ns, o->tokens, o->nblocks, 1);
-    int32_t seq = zs_pcache_drop(&s->pc, idx);
-    zs_err_t err = {0};
-    if (seq >= 0 && zs_engine_seq_free(s->e, seq, &err) != 0)
-        zs_slog(&s->log, ZS_LOG_ERROR, NULL, "prefix cache: freeing holder %d: %s", seq, err.msg);
-}
-
-/* Every holder to the store (scale to zero, shutdown): waits until the copies have landed. */
-static void save_holders(zs_sched_t *s) {
-    if (!s->pc_ready || s->e == NULL || !zs_kvt_has_store(s->o.kvt)) return;
-    for (int32_t i = 0; i < s->pc.max_owners; i++) {
-        const zs_pc_owner_t *o = &s->pc.owners[i];
-        if (o->seq >= 0 && o->holder) zs_kvt_export(s->o.kvt, s->e, o->seq, &o->ns, o->tokens, o->nblocks, 1);
-    }
-    zs_kvt_poll(s->o.kvt, s->e, 1);
-}
-
-static zs_sreq_t *pop_wait(zs_sched_t *s) {
+zs_sreq_t *sched_pop_wait(zs_sched_t *s) {
     pthread_mutex_lock(&s->mu);
     zs_sreq_t *r = s->wait_head;
     if (r) {
@@ -389,310 +94,13 @@ static zs_sreq_t *pop_wait(zs_sched_t *s) {
 }
 
 /* Puts r back at the head of the wait queue (its blocks arrived from disk). */
-static void push_wait_front(zs_sched_t *s, zs_sreq_t *r) {
+void sched_push_wait_front(zs_sched_t *s, zs_sreq_t *r) {
     pthread_mutex_lock(&s->mu);
     r->s.next = s->wait_head;
     s->wait_head = r;
     if (s->wait_tail == NULL) s->wait_tail = r;
     s->nwait++;
     pthread_mutex_unlock(&s->mu);
-}
-
-/* A fetch job's disk reads finished (a store reader thread). */
-static void kv_fetch_done(void *ctx) {
-    zs_sched_t *s = ctx;
-    pthread_mutex_lock(&s->mu);
-    s->kv_wake++;
-    pthread_cond_signal(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-}
-
-/* Requests whose disk reads are done go back to the head of the queue; cancelled ones end. */
-static void collect_fetches(zs_sched_t *s) {
-    zs_sreq_t **pp = &s->fetch_head;
-    while (*pp) {
-        zs_sreq_t *r = *pp;
-        int c = atomic_load(&r->cancel);
-        if (c == ZS_CANCEL_NONE && !zs_kvstore_job_finished(r->s.rs.job)) {
-            pp = &r->s.next;
-            continue;
-        }
-        *pp = r->s.next;
-        r->s.next = NULL;
-        pthread_mutex_lock(&s->mu);
-        s->nfetch--;
-        pthread_mutex_unlock(&s->mu);
-        if (c != ZS_CANCEL_NONE) {
-            finish_unqueued(s, r, c == ZS_CANCEL_SHUTDOWN ? 503 : 499,
-                            c == ZS_CANCEL_SHUTDOWN ? "the server is shutting down" : "request cancelled");
-            continue;
-        }
-        r->s.kv_phase = KV_READY;
-        push_wait_front(s, r);
-    }
-}
-
-/* First look at a request: its namespace, and a restore from the store when the store holds
- * more of its prompt than the GPU cache. Returns 1 when r left the queue to wait for disk. */
-static int kv_plan(zs_sched_t *s, zs_sreq_t *r, int32_t maxb) {
-    zs_err_t err = {0};
-    r->s.kv_phase = KV_READY;
-    if (zs_kvt_namespace(s->o.kvt, r->cache_salt, &r->s.ns, &err) != 0) {
-        zs_slog(&s->log, ZS_LOG_WARN, r->id, "kv namespace: %s", err.msg); /* the zero namespace still works */
-        return 0;
-    }
-    int32_t owner = -1;
-    int32_t mb = zs_pcache_match(&s->pc, &r->s.ns, r->prompt, r->nprompt, maxb, &owner);
-    int rc = zs_kvt_restore_begin(s->o.kvt, &r->s.ns, r->prompt, mb, maxb, kv_fetch_done, s, &r->s.rs, &err);
-    if (rc < 0) zs_slog(&s->log, ZS_LOG_WARN, r->id, "kv restore: %s", err.msg);
-    if (rc != 1 || zs_kvstore_job_finished(r->s.rs.job)) return 0;
-    r->s.kv_phase = KV_FETCHING;
-    (void)pop_wait(s); /* r is the head */
-    r->s.next = s->fetch_head;
-    s->fetch_head = r;
-    pthread_mutex_lock(&s->mu);
-    s->nfetch++;
-    pthread_mutex_unlock(&s->mu);
-    return 1;
-}
-
-/* Appends the restored blocks to a new sequence whose first mb blocks came from the GPU
- * cache; returns the blocks imported. */
-static int32_t kv_import(zs_sched_t *s, zs_sreq_t *r, int32_t mb) {
-    zs_kvt_restore_t *rs = &r->s.rs;
-    if (rs->job == NULL || mb < rs->from) { /* the GPU lost blocks meanwhile: not contiguous */
-        restore_end(s, r);
-        return 0;
-    }
-    zs_err_t err = {0};
-    int rc = ZS_OK;
-    if (mb > rs->from) { /* the GPU cache has grown past the job's start: skip those blocks */
-        const void *const *data = NULL;
-        size_t ok = zs_kvstore_job_result(rs->job, &data, NULL);
-        size_t skip = (size_t)(mb - rs->from);
-        if (ok <= skip) {
-            restore_end(s, r);
-            return 0;
-        }
-        rc = zs_engine_seq_import(s->e, r->s.seq, data + skip, (int32_t)(ok - skip), &err);
-        if (rc == ZS_OK) {
-            rs->imported = (int32_t)(ok - skip);
-            rs->host_blocks = rs->imported; /* counted as host: the disk part is indistinguishable here */
-            rs->disk_blocks = 0;
-            rs->seconds = zs_now() - rs->t0;
-        }
-    } else {
-        rc = zs_kvt_restore_import(s->o.kvt, s->e, r->s.seq, rs, &err);
-        if (rc > 0) rc = ZS_OK;
-    }
-    if (rc != ZS_OK) {
-        zs_slog(&s->log, ZS_LOG_WARN, r->id, "kv restore: import failed, prefilling instead: %s", err.msg);
-        restore_end(s, r);
-        return 0;
-    }
-    return rs->imported;
-}
-
-/* --- idle-time precompute of registered contexts -------------------------------------------- */
-
-/* Ends the precompute job: state READY / FAILED, or PENDING to requeue it (it gave its memory
- * to live requests, or the model is going away). */
-static void pre_end(zs_sched_t *s, int state, const char *why) {
-    pre_job_t *p = &s->pre;
-    if (!p->active) return;
-    if (p->rs.job && p->seq >= 0 && s->e) (void)zs_engine_sync(s->e, NULL); /* imports read pinned copies */
-    if (p->rs.job) zs_kvt_restore_end(s->o.kvt, &p->rs);
-    if (p->seq >= 0 && s->e) (void)zs_engine_seq_free(s->e, p->seq, NULL);
-    int64_t cached = (int64_t)(p->ctx.n / s->bs) * s->bs;
-    double dt = zs_now() - p->t0;
-    if (p->predicted && state == ZS_CTX_READY && p->restored > 0) {
-        pthread_mutex_lock(&s->mu);
-        s->prefetches++;
-        s->prefetched_blocks += (uint64_t)(p->restored / s->bs);
-        pthread_mutex_unlock(&s->mu);
-        zs_slog(&s->log, ZS_LOG_DEBUG, NULL, "model %s: predicted prefix of %d tokens back in the GPU cache (%lld "
-                "restored) in %.1f ms", s->o.name, p->ctx.n, (long long)p->restored, dt * 1e3);
-    } else if (!p->predicted) {
-        zs_ctxreg_finish(s->o.contexts, p->ctx.id, state, cached, p->restored, dt, why);
-        if (state == ZS_CTX_READY)
-            zs_slog(&s->log, ZS_LOG_INFO, NULL, "model %s: context %s ready: %d tokens (%lld from the GPU cache, %lld "
-                    "restored, the rest computed) in %.1f ms", s->o.name, p->ctx.id, p->ctx.n,
-                    (long long)p->gpu_blocks * s->bs, (long long)p->restored, dt * 1e3);
-        else if (state == ZS_CTX_FAILED)
-            zs_slog(&s->log, ZS_LOG_WARN, NULL, "model %s: context %s failed: %s", s->o.name, p->ctx.id, why);
-    }
-    zs_ctx_free_copy(&p->ctx);
-    memset(p, 0, sizeof *p);
-    p->seq = -1;
-}
-
-/* Registers the computed context as a prefix-cache holder and copies it to the store. */
-static void pre_publish(zs_sched_t *s) {
-    pre_job_t *p = &s->pre;
-    int32_t nb = (int32_t)(p->pos / s->bs);
-    if (nb > 0) {
-        if (!p->predicted) /* durable: written through to disk (a prediction came from the store) */
-            zs_kvt_export(s->o.kvt, s->e, p->seq, &p->ns, p->ctx.ids, nb, 1);
-        int32_t idx = zs_pcache_register(&s->pc, &p->ns, p->seq, p->ctx.ids, nb, 1);
-        if (idx < 0) {
-            int32_t h = zs_pcache_lru_holder(&s->pc);
-            if (h >= 0) evict_holder(s, h);
-            idx = zs_pcache_register(&s->pc, &p->ns, p->seq, p->ctx.ids, nb, 1);
-        }
-        if (idx >= 0) p->seq = -1; /* the holder owns it now */
-    }
-    pre_end(s, ZS_CTX_READY, NULL);
-}
-
-/* The best prediction whose prefix is not all in the GPU cache (a predicted prefix still in
- * the GPU needs nothing; it is looked at again once it has left). */
-static int pick_prediction(zs_sched_t *s, zs_kvp_pred_t *out) {
-    if (s->pred == NULL || !zs_kvt_has_store(s->o.kvt) || !s->pc_ready) return 0;
-    zs_kvp_pred_t pr[4];
-    int n = zs_kvp_predict(s->pred, zs_now(), PREDICT_MIN_COUNT, pr, 4);
-    for (int i = 0; i < n; i++) {
-        if (zs_pcache_peek(&s->pc, &pr[i].ns, pr[i].ids, (int64_t)pr[i].nblocks * s->bs, pr[i].nblocks) <
-            pr[i].nblocks) {
-            *out = pr[i];
-            return 1;
-        }
-    }
-    return 0;
-}
-
-/* One step of the precompute job, taking a pending context when there is none. Called only
- * when no live request is queued or running, so a live request waits at most one step. */
-static void pre_step(zs_sched_t *s) {
-    pre_job_t *p = &s->pre;
-    zs_err_t err = {0};
-    if (!p->active) {
-        zs_kvp_pred_t pr;
-        if (s->o.contexts != NULL && zs_ctxreg_take(s->o.contexts, s->o.name, &p->ctx)) {
-            p->predicted = 0;
-        } else if (pick_prediction(s, &pr)) {
-            zs_kvp_mark_prefetched(s->pred, pr.entry); /* tried once per use, whatever happens */
-            int32_t n = pr.nblocks * s->bs;
-            if ((p->ctx.ids = malloc((size_t)n * sizeof *p->ctx.ids)) == NULL) return;
-            memcpy(p->ctx.ids, pr.ids, (size_t)n * sizeof *p->ctx.ids);
-            p->ctx.n = n;
-            p->predicted = 1;
-            p->entry = pr.entry;
-            p->ns = pr.ns;
-        } else {
-            return;
-        }
-        p->active = 1;
-        p->seq = -1;
-        p->phase = KV_NEW;
-        p->t0 = zs_now();
-        for (int32_t i = 0; i < p->ctx.n; i++)
-            if (p->ctx.ids[i] < 0 || p->ctx.ids[i] >= s->V) {
-                pre_end(s, ZS_CTX_FAILED, "a token id is outside the model's vocabulary");
-                return;
-            }
-        if (p->ctx.n >= s->o.ctx) {
-            pre_end(s, ZS_CTX_FAILED, "longer than the model's context");
-            return;
-        }
-        if (!p->predicted && zs_kvt_namespace(s->o.kvt, p->ctx.salt, &p->ns, &err) != 0) {
-            pre_end(s, ZS_CTX_FAILED, err.msg);
-            return;
-        }
-    }
-    const int32_t nb = p->ctx.n / s->bs;
-    int32_t owner = -1;
-    if (p->phase == KV_NEW) {
-        p->gpu_blocks = zs_pcache_match(&s->pc, &p->ns, p->ctx.ids, p->ctx.n, nb, &owner);
-        if (p->gpu_blocks == nb && p->ctx.n % s->bs == 0 && nb > 0) { /* all there: make it durable too */
-            if (!p->predicted) zs_kvt_export(s->o.kvt, s->e, s->pc.owners[owner].seq, &p->ns, p->ctx.ids, nb, 1);
-            pre_end(s, ZS_CTX_READY, NULL);
-            return;
-        }
-        int rc = zs_kvt_restore_begin(s->o.kvt, &p->ns, p->ctx.ids, p->gpu_blocks, nb, kv_fetch_done, s, &p->rs, &err);
-        if (rc != 1 && p->predicted) { /* nothing to bring back: a prediction is never computed */
-            pre_end(s, ZS_CTX_PENDING, NULL);
-            return;
-        }
-        p->phase = rc == 1 && !zs_kvstore_job_finished(p->rs.job) ? KV_FETCHING : KV_READY;
-        return;
-    }
-    if (p->phase == KV_FETCHING) {
-        if (zs_kvstore_job_finished(p->rs.job)) p->phase = KV_READY;
-        return;
-    }
-    if (p->phase == KV_READY) {
-        int32_t mb = zs_pcache_match(&s->pc, &p->ns, p->ctx.ids, p->ctx.n, nb, &owner);
-        int64_t need = (p->ctx.n + s->bs - 1) / s->bs;
-        if (p->predicted) { /* only what the store holds: the restored blocks */
-            size_t ok = p->rs.job ? zs_kvstore_job_result(p->rs.job, NULL, NULL) : 0;
-            need = mb == p->rs.from ? mb + (int64_t)ok : mb;
-        }
-        while (need - mb > free_budget(s)) {
-            int32_t h = zs_pcache_lru_holder(&s->pc);
-            if (h < 0) break;
-            evict_holder(s, h);
-            mb = zs_pcache_match(&s->pc, &p->ns, p->ctx.ids, p->ctx.n, nb, &owner);
-        }
-        if (need - mb > free_budget(s)) {
-            pre_end(s, ZS_CTX_FAILED, "does not fit in the KV cache");
-            return;
-        }
-        int rc = mb > 0 ? zs_engine_seq_fork_prefix(s->e, s->pc.owners[owner].seq, (int64_t)mb * s->bs, &p->seq, &err)
-                        : zs_engine_seq_new(s->e, &p->seq, &err);
-        if (rc != 0) {
-            p->seq = -1;
-            pre_end(s, ZS_CTX_FAILED, err.msg);
-            return;
-        }
-        int32_t imported = 0;
-        if (p->rs.job && mb == p->rs.from) {
-            int k = zs_kvt_restore_import(s->o.kvt, s->e, p->seq, &p->rs, &err);
-            imported = k > 0 ? k : 0;
-        }
-        p->gpu_blocks = mb;
-        p->restored = (int64_t)imported * s->bs;
-        p->pos = (int64_t)(mb + imported) * s->bs;
-        p->phase = KV_RUNNING;
-        if (p->predicted) { /* published once the imports have been copied (the next step) */
-            if (imported == 0) pre_end(s, ZS_CTX_PENDING, NULL);
-            return;
-        }
-        zs_ctxreg_progress(s->o.contexts, p->ctx.id, p->pos);
-        if (p->pos >= p->ctx.n) pre_publish(s);
-        return;
-    }
-    if (p->predicted) { /* KV_RUNNING: wait for the copies, then hold the blocks in the cache */
-        if (zs_engine_sync(s->e, &err) != 0) {
-            pre_end(s, ZS_CTX_FAILED, err.msg);
-            return;
-        }
-        if (p->rs.job) zs_kvt_restore_end(s->o.kvt, &p->rs);
-        pre_publish(s);
-        return;
-    }
-    /* KV_RUNNING: one forward step of the rest */
-    int64_t take = p->ctx.n - p->pos;
-    if (take > s->o.step_tokens) take = s->o.step_tokens;
-    zs_engine_item_t it = {.seq = p->seq, .ids = p->ctx.ids + p->pos, .n = (int32_t)take};
-    double t0 = zs_now();
-    if (zs_engine_forward(s->e, &it, 1, NULL, 0, &err) != 0) {
-        pre_end(s, ZS_CTX_FAILED, err.msg);
-        return;
-    }
-    zs_kvt_note_prefill(s->o.kvt, take, zs_now() - t0);
-    if (p->rs.job) zs_kvt_restore_end(s->o.kvt, &p->rs); /* the imports have been copied */
-    p->pos += take;
-    zs_ctxreg_progress(s->o.contexts, p->ctx.id, p->pos);
-    if (p->pos >= p->ctx.n) pre_publish(s);
-}
-
-/* Idle-time work is waiting for this model. */
-static int pre_pending(zs_sched_t *s) {
-    if (s->pre.active) /* reading from disk: the reader's callback wakes the scheduler */
-        return !(s->pre.phase == KV_FETCHING && !zs_kvstore_job_finished(s->pre.rs.job));
-    if (s->o.contexts != NULL && zs_ctxreg_has_pending(s->o.contexts, s->o.name)) return 1;
-    zs_kvp_pred_t pr;
-    return pick_prediction(s, &pr);
 }
 
 static void admit(zs_sched_t *s) {
@@ -702,7 +110,7 @@ static void admit(zs_sched_t *s) {
         pthread_mutex_unlock(&s->mu);
         if (r == NULL) return;
         if (atomic_load(&r->cancel)) {
-            finish_unqueued(s, pop_wait(s), 499, "request cancelled");
+            sched_finish_unqueued(s, sched_pop_wait(s), 499, "request cancelled");
             continue;
         }
         int64_t need = (r->nprompt + r->max_tokens + s->bs - 1) / s->bs;
@@ -710,17 +118,17 @@ static void admit(zs_sched_t *s) {
         if (r->s.kv_phase == KV_NEW && kv_plan(s, r, maxb)) continue;
         int32_t owner = -1;
         int32_t mb = zs_pcache_match(&s->pc, &r->s.ns, r->prompt, r->nprompt, maxb, &owner);
-        int64_t avail = free_budget(s);
+        int64_t avail = sched_free_budget(s);
         if (need - mb > avail && s->pre.active && s->pre.seq >= 0) { /* precompute yields its memory */
-            pre_end(s, ZS_CTX_PENDING, NULL);
-            avail = free_budget(s);
+            kv_pre_end(s, ZS_CTX_PENDING, NULL);
+            avail = sched_free_budget(s);
         }
         while (need - mb > avail) {
             int32_t h = zs_pcache_lru_holder(&s->pc);
             if (h < 0) break;
-            evict_holder(s, h);
+            kv_evict_holder(s, h);
             mb = zs_pcache_match(&s->pc, &r->s.ns, r->prompt, r->nprompt, maxb, &owner);
-            avail = free_budget(s);
+            avail = sched_free_budget(s);
         }
         if (need - mb > avail) {
             if (s->nrun == 0) {
@@ -728,13 +136,13 @@ static void admit(zs_sched_t *s) {
                 snprintf(msg, sizeof msg,
                          "the request needs %lld KV blocks but the cache holds %u",
                          (long long)need, s->nblocks_total);
-                restore_end(s, r);
-                finish_unqueued(s, pop_wait(s), 503, msg);
+                kv_restore_end(s, r);
+                sched_finish_unqueued(s, sched_pop_wait(s), 503, msg);
                 continue;
             }
             return; /* wait for running requests to finish */
         }
-        r = pop_wait(s);
+        r = sched_pop_wait(s);
         zs_err_t err = {0};
         int32_t seq = -1;
         int rc = mb > 0 ? zs_engine_seq_fork_prefix(s->e, s->pc.owners[owner].seq,
@@ -742,8 +150,8 @@ static void admit(zs_sched_t *s) {
                         : zs_engine_seq_new(s->e, &seq, &err);
         if (rc != 0) {
             zs_slog(&s->log, ZS_LOG_ERROR, r->id, "admission: %s", err.msg);
-            restore_end(s, r);
-            finish_unqueued(s, r, 500, err.msg);
+            kv_restore_end(s, r);
+            sched_finish_unqueued(s, r, 500, err.msg);
             continue;
         }
         r->s.seq = seq;
@@ -773,30 +181,17 @@ static void admit(zs_sched_t *s) {
     }
 }
 
-static void register_prefix(zs_sched_t *s, zs_sreq_t *r) {
-    int32_t nb = r->nprompt / s->bs;
-    if (nb <= 0) return;
-    int32_t idx = zs_pcache_register(&s->pc, &r->s.ns, r->s.seq, r->prompt, nb, 0);
-    if (idx < 0) {
-        int32_t h = zs_pcache_lru_holder(&s->pc);
-        if (h < 0) return;
-        evict_holder(s, h);
-        idx = zs_pcache_register(&s->pc, &r->s.ns, r->s.seq, r->prompt, nb, 0);
-    }
-    r->s.owner = idx;
-}
-
 /* Samples and handles the next token of r from its logits row. */
 static void next_token(zs_sched_t *s, zs_sreq_t *r, float *row) {
     zs_err_t err = {0};
     int32_t tok = -1;
     if (zs_sampler_sample(&r->smp, row, &tok, &err) != 0) {
-        finish(s, r, NULL, 500, err.msg);
+        sched_finish(s, r, NULL, 500, err.msg);
         return;
     }
     int reason = zs_sampler_accept(&r->smp, tok, &err);
     if (reason < 0) {
-        finish(s, r, NULL, 500, err.msg);
+        sched_finish(s, r, NULL, 500, err.msg);
         return;
     }
     double now = zs_now();
@@ -816,15 +211,15 @@ static void next_token(zs_sched_t *s, zs_sreq_t *r, float *row) {
     }
     if (r->s.nout < r->s.out_cap) r->s.out_ids[r->s.nout++] = tok;
     if (reason == ZS_SAMPLE_STOP_TOKEN) {
-        finish(s, r, "stop", 0, NULL);
+        sched_finish(s, r, "stop", 0, NULL);
         return;
     }
     const char *t = NULL;
     size_t n = 0;
     zs_err_t terr = {0};
     if (zs_tok_stream_step(r->ts, tok, &t, &n, &terr) != 0) n = 0; /* id without a token */
-    if (n && buf_append(&r->s.gen, &r->s.gen_len, &r->s.gen_cap, t, n) != 0) {
-        finish(s, r, NULL, 500, "out of memory for generated text");
+    if (n && sreq_buf_append(&r->s.gen, &r->s.gen_len, &r->s.gen_cap, t, n) != 0) {
+        sched_finish(s, r, NULL, 500, "out of memory for generated text");
         return;
     }
     const zs_oai_req_t *q = &r->oai;
@@ -833,7 +228,7 @@ static void next_token(zs_sched_t *s, zs_sreq_t *r, float *row) {
         publish(s, r, r->s.gen + r->s.emitted, (size_t)hit - r->s.emitted);
         r->s.emitted = (size_t)hit;
         r->s.stop_hit = 1;
-        finish(s, r, "stop", 0, NULL);
+        sched_finish(s, r, "stop", 0, NULL);
         return;
     }
     size_t safe = zs_stop_safe_len(r->s.gen, r->s.gen_len, r->s.emitted, q->stop, q->stop_len,
@@ -844,7 +239,7 @@ static void next_token(zs_sched_t *s, zs_sreq_t *r, float *row) {
     }
     if (reason == ZS_SAMPLE_STOP_MAX || reason == ZS_SAMPLE_STOP_HOOK ||
         r->nprompt + r->ncompletion >= s->o.ctx) {
-        finish(s, r, reason == ZS_SAMPLE_STOP_HOOK ? "stop" : "length", 0, NULL);
+        sched_finish(s, r, reason == ZS_SAMPLE_STOP_HOOK ? "stop" : "length", 0, NULL);
         return;
     }
     r->s.last_tok = tok;
@@ -866,7 +261,7 @@ static void handle_cancels(zs_sched_t *s) {
         zs_sreq_t *r = s->run[i];
         int c = atomic_load(&r->cancel);
         if (c != ZS_CANCEL_NONE)
-            finish(s, r, NULL, c == ZS_CANCEL_SHUTDOWN ? 503 : 499,
+            sched_finish(s, r, NULL, c == ZS_CANCEL_SHUTDOWN ? 503 : 499,
                    c == ZS_CANCEL_SHUTDOWN ? "the server is shutting down" : "request cancelled");
     }
     compact_run(s);
@@ -900,7 +295,7 @@ static void step(zs_sched_t *s) {
     int rc = zs_engine_forward(s->e, s->items, n, s->logits, 0, &err);
     if (rc == 0) {
         zs_kvt_note_prefill(s->o.kvt, prefill_tokens, zs_now() - t0);
-        for (int i = 0; i < s->nrun; i++) restore_end(s, s->run[i]); /* imports have been copied */
+        for (int i = 0; i < s->nrun; i++) kv_restore_end(s, s->run[i]); /* imports have been copied */
     }
     if (rc != 0 && s->weights_pending) {
         poll_weights(s, 1); /* a failed overlapped load fails every request with its own error */
@@ -909,7 +304,7 @@ static void step(zs_sched_t *s) {
     if (rc != 0) {
         zs_slog(&s->log, ZS_LOG_ERROR, NULL, "model %s: forward step of %d items failed: %s",
                 s->o.name, n, err.msg);
-        for (int i = 0; i < n; i++) finish(s, s->item_req[i], NULL, 500, err.msg);
+        for (int i = 0; i < n; i++) sched_finish(s, s->item_req[i], NULL, 500, err.msg);
         compact_run(s);
         return;
     }
@@ -919,32 +314,11 @@ static void step(zs_sched_t *s) {
             r->s.pos += s->items[i].n;
             if (r->s.pos < r->nprompt) continue;
             r->s.prefilling = 0;
-            register_prefix(s, r);
+            kv_register_prefix(s, r);
         }
         next_token(s, r, s->logits + (size_t)i * (size_t)s->V);
     }
     compact_run(s);
-}
-
-/* The KV store's numbers into g (s->mu held by the caller; st sampled before). */
-static void kv_gauges(zs_model_gauges_t *g, const zs_kvt_stats_t *st) {
-    const zs_kvstore_stats_t *k = &st->store;
-    g->kvs_host_bytes = (int64_t)k->host.bytes;
-    g->kvs_host_capacity = (int64_t)k->host.capacity;
-    g->kvs_host_blocks = (int64_t)k->host.blocks;
-    g->kvs_disk_bytes = (int64_t)k->disk.bytes;
-    g->kvs_disk_capacity = (int64_t)k->disk.capacity;
-    g->kvs_disk_blocks = (int64_t)k->disk.blocks;
-    g->kvs_write_queue = (int64_t)k->writes_pending;
-    g->kvs_host_evictions = (int64_t)k->host.evictions;
-    g->kvs_disk_evictions = (int64_t)k->disk.evictions;
-    g->kvs_writes = (int64_t)k->writes_done;
-    g->kvs_writes_dropped = (int64_t)k->writes_dropped;
-    g->kvs_write_errors = (int64_t)k->write_errors;
-    g->kvs_rejected = (int64_t)k->disk.rejected;
-    g->kvs_exported_blocks = (int64_t)st->exported_blocks;
-    g->kvs_export_dropped = (int64_t)st->export_dropped;
-    g->kvs_skipped_by_cost = (int64_t)st->skipped_by_cost;
 }
 
 static void update_gauges(zs_sched_t *s) {
@@ -1069,7 +443,7 @@ static void drop_cancelled_waiting(zs_sched_t *s) {
         dropped = r->s.next;
         r->s.next = NULL;
         int c = atomic_load(&r->cancel);
-        finish_unqueued(s, r, c == ZS_CANCEL_SHUTDOWN ? 503 : 499,
+        sched_finish_unqueued(s, r, c == ZS_CANCEL_SHUTDOWN ? 503 : 499,
                         c == ZS_CANCEL_SHUTDOWN ? "the server is shutting down" : "request cancelled");
     }
 }
@@ -1083,8 +457,8 @@ static void sched_unload(zs_sched_t *s, const char *why) {
     int cancelled = s->weights_pending; /* unload cancels a load still in progress */
     s->weights_pending = 0;
     set_state(s, ZS_MODEL_UNLOADING);
-    pre_end(s, ZS_CTX_PENDING, NULL);
-    save_holders(s); /* the cached prefixes survive scale to zero in the store */
+    kv_pre_end(s, ZS_CTX_PENDING, NULL);
+    kv_save_holders(s); /* the cached prefixes survive scale to zero in the store */
     if (s->o.contexts) zs_ctxreg_requeue_model(s->o.contexts, s->o.name); /* back in the GPU at the next load */
     zs_kvt_unbind(s->o.kvt);
     if (s->pc_ready) zs_pcache_destroy(&s->pc); /* holder sequences die with the engine */
@@ -1110,7 +484,7 @@ static void load_failed(zs_sched_t *s, const char *rid, const zs_err_t *err) {
     zs_slog(&s->log, ZS_LOG_ERROR, rid, "%s", msg);
     if (s->e != NULL) {
         for (int i = 0; i < s->nrun; i++)
-            if (!s->run[i]->s.finished) finish(s, s->run[i], NULL, 503, msg);
+            if (!s->run[i]->s.finished) sched_finish(s, s->run[i], NULL, 503, msg);
         compact_run(s);
         sched_unload(s, "load failed");
     }
@@ -1123,7 +497,7 @@ static void load_failed(zs_sched_t *s, const char *rid, const zs_err_t *err) {
     pthread_cond_broadcast(&s->state_cv);
     pthread_mutex_unlock(&s->mu);
     zs_sreq_t *r;
-    while ((r = pop_wait(s)) != NULL) finish_unqueued(s, r, 503, msg);
+    while ((r = sched_pop_wait(s)) != NULL) sched_finish_unqueued(s, r, 503, msg);
 }
 
 /* Overlapped start: looks at the weights still streaming in (block: waits for them). Once every
@@ -1217,7 +591,7 @@ static void *sched_main(void *arg) {
                 pthread_cond_wait(&s->cv, &s->mu);
                 continue;
             }
-            if (s->e != NULL && st == ZS_MODEL_READY && !s->want_unload && !s->want_evict && pre_pending(s))
+            if (s->e != NULL && st == ZS_MODEL_READY && !s->want_unload && !s->want_evict && kv_pre_pending(s))
                 break; /* idle: compute registered contexts */
             if (!s->has_life) {
                 pthread_cond_wait(&s->cv, &s->mu);
@@ -1278,10 +652,10 @@ static void *sched_main(void *arg) {
                 int exp = ZS_CANCEL_NONE;
                 atomic_compare_exchange_strong(&w->cancel, &exp, ZS_CANCEL_SHUTDOWN);
             }
-        collect_fetches(s);
+        kv_collect_fetches(s);
         if (quit) {
-            pre_end(s, ZS_CTX_PENDING, NULL);
-            save_holders(s); /* a restarted server finds them in the store */
+            kv_pre_end(s, ZS_CTX_PENDING, NULL);
+            kv_save_holders(s); /* a restarted server finds them in the store */
             zs_kvt_unbind(s->o.kvt);
             break;
         }
@@ -1316,8 +690,8 @@ static void *sched_main(void *arg) {
             pthread_mutex_lock(&s->mu);
             int waiting = s->wait_head != NULL;
             pthread_mutex_unlock(&s->mu);
-            if (!waiting && pre_pending(s)) {
-                pre_step(s);
+            if (!waiting && kv_pre_pending(s)) {
+                kv_pre_step(s);
                 did_pre = 1;
             }
         }
@@ -1569,3 +943,4 @@ void zs_sched_free(zs_sched_t *s) {
     free(s->bitmap);
     free(s);
 }
+
