@@ -157,8 +157,12 @@ static int store_open(zs_kvt_t *t, zs_err_t *err) {
     snprintf(t->model_id, sizeof t->model_id, "zs-kv1:%s:%s", t->ident, desc);
     if (t->o.host_bytes == 0) return ZS_OK;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    /* a write-back borrows its host slot, so the queue can hold every slot: nothing the host
+     * tier keeps is dropped on its way to disk (a shutdown saves the whole GPU cache) */
+    uint64_t slots = t->o.host_bytes / t->layout.block_bytes;
     zs_kvstore_opts_t so = {.host_capacity = t->o.host_bytes, .block_bytes = t->layout.block_bytes,
-                            .readers = ncpu >= 8 ? 8 : ncpu >= 2 ? (int)ncpu : 2};
+                            .readers = ncpu >= 8 ? 8 : ncpu >= 2 ? (int)ncpu : 2,
+                            .queue_depth = slots + 64 > (uint64_t)1 << 24 ? 1u << 24 : (uint32_t)(slots + 64)};
     char dir[4096];
     if (t->disk_dir) {
         /* one subdirectory per model identity and layout: the disk tier removes files of any
