@@ -75,7 +75,8 @@ typedef struct zs_kvt_restore {
     double est_restore_s, est_recompute_s;
     /* after zs_kvt_restore_import */
     int32_t imported, host_blocks, disk_blocks;
-    double seconds;               /* begin -> imported */
+    double seconds;               /* the job (disk reads into host memory) + the import call; on a
+                                     GPU the copies it queues run before the next step (in TTFT) */
 } zs_kvt_restore_t;
 
 /* The prompt's blocks [gpu_blocks, max_blocks) (gpu_blocks come from the GPU prefix cache):

@@ -170,12 +170,15 @@ int32_t kv_import(zs_sched_t *s, zs_sreq_t *r, int32_t mb) {
             kv_restore_end(s, r);
             return 0;
         }
+        zs_kvstore_job_stats_t js;
+        (void)zs_kvstore_job_result(rs->job, NULL, &js);
+        double t0 = zs_now();
         rc = zs_engine_seq_import(s->e, r->s.seq, data + skip, (int32_t)(ok - skip), &err);
         if (rc == ZS_OK) {
             rs->imported = (int32_t)(ok - skip);
             rs->host_blocks = rs->imported; /* counted as host: the disk part is indistinguishable here */
             rs->disk_blocks = 0;
-            rs->seconds = zs_now() - rs->t0;
+            rs->seconds = js.seconds + (zs_now() - t0);
         }
     } else {
         rc = zs_kvt_restore_import(s->o.kvt, s->e, r->s.seq, rs, &err);
