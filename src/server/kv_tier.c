@@ -462,6 +462,7 @@ void zs_kvt_stats(zs_kvt_t *t, zs_kvt_stats_t *out) {
     pthread_mutex_unlock(&t->mu);
     memset(&out->store, 0, sizeof out->store);
     if (store) zs_kvstore_stats(store, &out->store);
+    out->host_pinned = atomic_load(&t->pinned);
 }
 
 void zs_kvt_note_request(zs_kvt_t *t, int64_t gpu_tokens, int64_t computed_tokens) {

@@ -34,6 +34,7 @@ typedef struct zs_kvt_stats {
     uint64_t skipped_by_cost;     /* restorable blocks the cost model chose to recompute */
     zs_kvstore_stats_t store;
     int store_open;
+    int host_pinned;              /* the host arena: 1 page-locked, 0 not (yet, or not asked), -1 failed */
 } zs_kvt_stats_t;
 
 typedef struct zs_kvt zs_kvt_t;

@@ -258,6 +258,8 @@ char *zs_metrics_render(zs_metrics_t *m, const zs_model_gauges_t *g, int ng, siz
         G("zerostart_kv_store_disk_capacity_bytes", "KV store: disk tier capacity (0: unlimited).", kvs_disk_capacity),
         G("zerostart_kv_store_disk_blocks", "KV store: block files on disk.", kvs_disk_blocks),
         G("zerostart_kv_store_write_queue", "KV store: blocks waiting to be written to disk.", kvs_write_queue),
+        G("zerostart_kv_store_host_pinned", "KV store: 1 when the host tier is page-locked for GPU copies, 0 not "
+          "(yet, or a CPU model), -1 when page-locking failed.", kvs_host_pinned),
         C("zerostart_kv_store_host_evictions_total", "KV store: blocks evicted from host memory.", kvs_host_evictions),
         C("zerostart_kv_store_disk_evictions_total", "KV store: block files evicted from disk.", kvs_disk_evictions),
         C("zerostart_kv_store_disk_writes_total", "KV store: block files written.", kvs_writes),

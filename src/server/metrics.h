@@ -52,6 +52,7 @@ typedef struct zs_model_gauges {
     int64_t kvs_host_bytes, kvs_host_capacity, kvs_host_blocks;
     int64_t kvs_disk_bytes, kvs_disk_capacity, kvs_disk_blocks;
     int64_t kvs_write_queue;
+    int64_t kvs_host_pinned;     /* 1 the host tier is page-locked (fast GPU copies), 0 not (yet), -1 failed */
     int64_t ctx_ready, ctx_pending;  /* registered contexts */
     /* per-model counters */
     int64_t kvs_host_evictions, kvs_disk_evictions, kvs_writes, kvs_writes_dropped, kvs_write_errors;

@@ -191,15 +191,21 @@ int32_t zs_pcache_drop(zs_pcache_t *c, int32_t idx) {
     return seq;
 }
 
-int32_t zs_pcache_lru_holder(const zs_pcache_t *c) {
+static int32_t lru(const zs_pcache_t *c, int skip_kept) {
     int32_t best = -1;
     for (int32_t i = 0; i < c->max_owners; i++) {
         const zs_pc_owner_t *o = &c->owners[i];
-        if (o->seq >= 0 && o->holder && (best < 0 || o->last_use < c->owners[best].last_use))
+        if (o->seq >= 0 && o->holder && !(skip_kept && o->kept) &&
+            (best < 0 || o->last_use < c->owners[best].last_use))
             best = i;
     }
     return best;
 }
+
+int32_t zs_pcache_lru_holder(const zs_pcache_t *c) { return lru(c, 0); }
+int32_t zs_pcache_lru_holder_unkept(const zs_pcache_t *c) { return lru(c, 1); }
+
+void zs_pcache_keep(zs_pcache_t *c, int32_t idx) { c->owners[idx].kept = 1; }
 
 int32_t zs_pcache_nholders(const zs_pcache_t *c) {
     int32_t n = 0;

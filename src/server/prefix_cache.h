@@ -22,6 +22,7 @@ typedef struct zs_pc_owner {
     uint64_t *hashes;     /* nblocks chained hashes */
     int32_t nblocks;
     int holder;           /* 1: held only by the cache (evictable) */
+    int kept;             /* a registered context's holder: evicted only for live requests */
     uint64_t last_use;
 } zs_pc_owner_t;
 
@@ -63,6 +64,10 @@ void zs_pcache_rebind(zs_pcache_t *c, int32_t idx, int32_t seq, int holder);
 /* Removes owner idx and its entries. Returns its sequence (the caller frees it if it is a
  * holder). */
 int32_t zs_pcache_drop(zs_pcache_t *c, int32_t idx);
+/* Marks holder idx as a registered context's (see zs_pcache_lru_holder_unkept). */
+void zs_pcache_keep(zs_pcache_t *c, int32_t idx);
+/* Least-recently-used holder that is not kept, or -1 (idle-time work evicts only these). */
+int32_t zs_pcache_lru_holder_unkept(const zs_pcache_t *c);
 /* Least-recently-used holder index, or -1. */
 int32_t zs_pcache_lru_holder(const zs_pcache_t *c);
 int32_t zs_pcache_nholders(const zs_pcache_t *c);

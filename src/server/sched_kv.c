@@ -78,6 +78,8 @@ void kv_release_seq(zs_sched_t *s, zs_sreq_t *r) {
 void kv_evict_holder(zs_sched_t *s, int32_t idx) {
     const zs_pc_owner_t *o = &s->pc.owners[idx];
     if (o->seq >= 0 && o->holder) zs_kvt_export(s->o.kvt, s->e, o->seq, &o->ns, o->tokens, o->nblocks, 1);
+    /* a registered context left the GPU: idle time brings it back (from the store) */
+    if (o->kept && s->o.contexts) zs_ctxreg_requeue_model(s->o.contexts, s->o.name);
     int32_t seq = zs_pcache_drop(&s->pc, idx);
     zs_err_t err = {0};
     if (seq >= 0 && zs_engine_seq_free(s->e, seq, &err) != 0)
@@ -87,11 +89,28 @@ void kv_evict_holder(zs_sched_t *s, int32_t idx) {
 /* Every holder to the store (scale to zero, shutdown): waits until the copies have landed. */
 void kv_save_holders(zs_sched_t *s) {
     if (!s->pc_ready || s->e == NULL || !zs_kvt_has_store(s->o.kvt)) return;
+    zs_kvt_stats_t before, after;
+    zs_kvt_stats(s->o.kvt, &before);
+    int64_t holders = 0;
     for (int32_t i = 0; i < s->pc.max_owners; i++) {
         const zs_pc_owner_t *o = &s->pc.owners[i];
-        if (o->seq >= 0 && o->holder) zs_kvt_export(s->o.kvt, s->e, o->seq, &o->ns, o->tokens, o->nblocks, 1);
+        if (o->seq >= 0 && o->holder) {
+            zs_kvt_export(s->o.kvt, s->e, o->seq, &o->ns, o->tokens, o->nblocks, 1);
+            holders++;
+        }
     }
     zs_kvt_poll(s->o.kvt, s->e, 1);
+    zs_kvt_stats(s->o.kvt, &after);
+    uint64_t saved = after.exported_blocks - before.exported_blocks,
+             dropped = after.export_dropped - before.export_dropped;
+    if (dropped > 0)
+        zs_slog(&s->log, ZS_LOG_WARN, NULL,
+                "model %s: saving %lld cached prefixes to the KV store: %llu new blocks saved, %llu dropped (the host "
+                "tier is full of blocks in use or waiting for the disk; raise --kv-host)",
+                s->o.name, (long long)holders, (unsigned long long)saved, (unsigned long long)dropped);
+    else if (holders > 0)
+        zs_slog(&s->log, ZS_LOG_INFO, NULL, "model %s: %lld cached prefixes saved to the KV store (%llu new blocks)",
+                s->o.name, (long long)holders, (unsigned long long)saved);
 }
 
 /* A fetch job's disk reads finished (a store reader thread). */
@@ -234,11 +253,14 @@ static void kv_pre_publish(zs_sched_t *s) {
             zs_kvt_export(s->o.kvt, s->e, p->seq, &p->ns, p->ctx.ids, nb, 1);
         int32_t idx = zs_pcache_register(&s->pc, &p->ns, p->seq, p->ctx.ids, nb, 1);
         if (idx < 0) {
-            int32_t h = zs_pcache_lru_holder(&s->pc);
+            int32_t h = zs_pcache_lru_holder_unkept(&s->pc);
             if (h >= 0) kv_evict_holder(s, h);
             idx = zs_pcache_register(&s->pc, &p->ns, p->seq, p->ctx.ids, nb, 1);
         }
-        if (idx >= 0) p->seq = -1; /* the holder owns it now */
+        if (idx >= 0) {
+            p->seq = -1; /* the holder owns it now */
+            if (!p->predicted) zs_pcache_keep(&s->pc, idx);
+        }
     }
     kv_pre_end(s, ZS_CTX_READY, NULL);
 }
@@ -326,14 +348,14 @@ void kv_pre_step(zs_sched_t *s) {
             size_t ok = p->rs.job ? zs_kvstore_job_result(p->rs.job, NULL, NULL) : 0;
             need = mb == p->rs.from ? mb + (int64_t)ok : mb;
         }
-        while (need - mb > sched_free_budget(s)) {
-            int32_t h = zs_pcache_lru_holder(&s->pc);
+        while (need - mb > sched_free_budget(s)) { /* idle-time work never evicts a registered context */
+            int32_t h = zs_pcache_lru_holder_unkept(&s->pc);
             if (h < 0) break;
             kv_evict_holder(s, h);
             mb = zs_pcache_match(&s->pc, &p->ns, p->ctx.ids, p->ctx.n, nb, &owner);
         }
         if (need - mb > sched_free_budget(s)) {
-            kv_pre_end(s, ZS_CTX_FAILED, "does not fit in the KV cache");
+            kv_pre_end(s, ZS_CTX_FAILED, "does not fit in the KV cache next to the other registered contexts");
             return;
         }
         int rc = mb > 0 ? zs_engine_seq_fork_prefix(s->e, s->pc.owners[owner].seq, (int64_t)mb * s->bs, &p->seq, &err)
@@ -417,6 +439,7 @@ void kv_gauges(zs_model_gauges_t *g, const zs_kvt_stats_t *st) {
     g->kvs_disk_capacity = (int64_t)k->disk.capacity;
     g->kvs_disk_blocks = (int64_t)k->disk.blocks;
     g->kvs_write_queue = (int64_t)k->writes_pending;
+    g->kvs_host_pinned = st->host_pinned;
     g->kvs_host_evictions = (int64_t)k->host.evictions;
     g->kvs_disk_evictions = (int64_t)k->disk.evictions;
     g->kvs_writes = (int64_t)k->writes_done;

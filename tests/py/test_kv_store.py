@@ -435,3 +435,21 @@ def test_disk_tier_capacity(zerostart, model, tmp_path):
         assert m['zerostart_kv_store_disk_evictions_total{model="tiny"}'] > 0
     files = glob.glob(os.path.join(kvdir, "*", "*", "*.kvb"))
     assert 0 < len(files) <= 10
+
+
+def test_prefetch_never_evicts_a_registered_context(zerostart, model):
+    """A recurring prefix the predictor wants back must not push a registered context out."""
+    d, vocab = model
+    p1, p3 = ids(256, 70, vocab), ids(256, 71, vocab)
+    with Server(zerostart, d, "--name", "tiny", "--kv-mem", "224K", "--kv-host", "16M") as srv:  # 28 blocks
+        complete(srv, p1 + ids(16, 72, vocab))
+        complete(srv, p1 + ids(16, 73, vocab))  # p1 recurs: the predictor wants it in the GPU
+        st, _, b = srv.post("/v1/contexts", {"model": "tiny", "name": "doc", "prompt": p3})
+        assert st == 201, b
+        c = wait_context(srv, "doc", "ready")
+        assert c["restored_tokens"] == 0  # computed (p1's eviction made the room)
+        time.sleep(0.3)  # idle: a prefetch of p1 would happen now, and must find no room
+        c = json.loads(srv.get("/v1/contexts/doc")[2])
+        assert c["status"] == "ready" and c["restored_tokens"] == 0, c  # never pushed out and brought back
+        _, u = complete(srv, p3 + ids(16, 74, vocab))
+        assert kv(u)["gpu_tokens"] == 256 and kv(u)["host_tokens"] == 0, u
