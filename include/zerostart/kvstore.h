@@ -188,6 +188,8 @@ void zs_kvstore_job_wait(zs_kvstore_job_t *j);
  * tampered file, or a full host tier ends the prefix) and their payloads in (*data)[i], valid
  * until zs_kvstore_job_free. 0 while not finished. */
 size_t zs_kvstore_job_result(const zs_kvstore_job_t *j, const void *const **data, zs_kvstore_job_stats_t *st);
+/* The tier block i of a finished job came from (ZS_KV_TIER_NONE beyond its usable prefix). */
+zs_kv_tier_t zs_kvstore_job_tier(const zs_kvstore_job_t *j, size_t i);
 /* Stops what has not started, waits for reads in flight, unpins, frees. NULL is a no-op. */
 void zs_kvstore_job_free(zs_kvstore_job_t *j);
 

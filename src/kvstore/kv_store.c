@@ -251,6 +251,11 @@ size_t zs_kvstore_job_result(const zs_kvstore_job_t *j, const void *const **data
     return ok;
 }
 
+zs_kv_tier_t zs_kvstore_job_tier(const zs_kvstore_job_t *j, size_t i) {
+    if (!atomic_load(&j->finished) || i >= j->n) return ZS_KV_TIER_NONE;
+    return j->state[i] == JOB_HOST ? ZS_KV_TIER_HOST : j->state[i] == JOB_DISK ? ZS_KV_TIER_DISK : ZS_KV_TIER_NONE;
+}
+
 void zs_kvstore_job_free(zs_kvstore_job_t *j) {
     if (j == NULL) return;
     zs_kvstore_t *s = j->s;

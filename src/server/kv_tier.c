@@ -205,26 +205,6 @@ static int store_open(zs_kvt_t *t, zs_err_t *err) {
     return ZS_OK;
 }
 
-static double memcpy_gbps(void) {
-    size_t n = (size_t)32 << 20;
-    char *a = malloc(n), *b = malloc(n);
-    if (a == NULL || b == NULL) {
-        free(a);
-        free(b);
-        return 0;
-    }
-    memset(a, 1, n);
-    memset(b, 2, n);
-    double t0 = zs_now();
-    memcpy(b, a, n);
-    double dt = zs_now() - t0;
-    volatile char sink = b[n / 2];
-    (void)sink;
-    free(a);
-    free(b);
-    return dt > 0 ? (double)n / dt / 1e9 : 0;
-}
-
 int zs_kvt_bind(zs_kvt_t *t, zs_engine_t *e, zs_err_t *err) {
     const zs_kv_cache_t *kv = zs_engine_kv(e);
     if (t->bound_once && memcmp(&kv->layout, &t->layout, sizeof t->layout) != 0)
@@ -237,7 +217,8 @@ int zs_kvt_bind(zs_kvt_t *t, zs_engine_t *e, zs_err_t *err) {
     t->cost.attn_ratio = zs_kv_cost_attn_ratio(zs_engine_config(e));
     t->cost.per_block_s = 2e-6;
     if (t->cost.disk_gbps <= 0) t->cost.disk_gbps = 1.0; /* until the server measures it */
-    if (t->o.cuda_device < 0 && t->cost.h2d_gbps <= 0) t->cost.h2d_gbps = memcpy_gbps(); /* "device" = host */
+    /* a CPU model's "device" is host memory: no h2d rate is measured, so the cost model restores
+     * everything (a memcpy beats a CPU prefill by orders of magnitude) */
     int rc = store_open(t, err);
     if (rc != ZS_OK) return rc;
     t->bound_once = 1;
@@ -333,29 +314,26 @@ int zs_kvt_restore_begin(zs_kvt_t *t, const zs_kv_ns_t *ns, const int32_t *ids, 
     return r->job != NULL;
 }
 
-int zs_kvt_restore_import(zs_kvt_t *t, zs_engine_t *e, int32_t seq, zs_kvt_restore_t *r, zs_err_t *err) {
-    r->imported = 0;
-    if (r->job == NULL) return 0;
+int zs_kvt_restore_import(zs_kvt_t *t, zs_engine_t *e, int32_t seq, int32_t gpu_blocks, zs_kvt_restore_t *r,
+                          zs_err_t *err) {
+    r->imported = r->host_blocks = r->disk_blocks = 0;
+    if (r->job == NULL || gpu_blocks < r->from) return 0;
     const void *const *data = NULL;
     zs_kvstore_job_stats_t js;
-    size_t ok = zs_kvstore_job_result(r->job, &data, &js);
-    if (ok == 0) return 0;
+    size_t ok = zs_kvstore_job_result(r->job, &data, &js), skip = (size_t)(gpu_blocks - r->from);
+    if (ok <= skip) return 0;
     double t0 = zs_now();
-    int rc = zs_engine_seq_import(e, seq, data, (int32_t)ok, err);
+    int rc = zs_engine_seq_import(e, seq, data + skip, (int32_t)(ok - skip), err);
     if (rc != ZS_OK) return rc;
-    r->imported = (int32_t)ok;
-    r->host_blocks = (int32_t)js.host_blocks;
-    r->disk_blocks = (int32_t)js.disk_blocks;
+    r->imported = (int32_t)(ok - skip);
+    for (size_t i = skip; i < ok; i++) {
+        if (zs_kvstore_job_tier(r->job, i) == ZS_KV_TIER_DISK) r->disk_blocks++;
+        else r->host_blocks++;
+    }
     /* the job (disk reads) and the import call, not the time the request waited for room */
     r->seconds = js.seconds + (zs_now() - t0);
-    pthread_mutex_lock(&t->mu);
-    t->st.restores++;
-    t->st.restored_blocks[ZS_KV_TIER_HOST] += js.host_blocks;
-    t->st.restored_blocks[ZS_KV_TIER_DISK] += js.disk_blocks;
-    t->st.restore_bytes += (uint64_t)ok * t->layout.block_bytes;
-    t->st.restore_s += r->seconds;
-    pthread_mutex_unlock(&t->mu);
-    return (int)ok;
+    (void)t;
+    return r->imported;
 }
 
 void zs_kvt_restore_end(zs_kvt_t *t, zs_kvt_restore_t *r) {
@@ -409,7 +387,6 @@ void zs_kvt_export(zs_kvt_t *t, zs_engine_t *e, int32_t seq, const zs_kv_ns_t *n
     if (zs_engine_kv_export(e, seq, idx, x.n, x.slots, &x.ticket, &err) != ZS_OK) goto abort_all;
     t->ex[t->nex++] = x;
     pthread_mutex_lock(&t->mu);
-    t->st.exports++;
     t->st.export_dropped += dropped;
     pthread_mutex_unlock(&t->mu);
     free(all);
@@ -463,11 +440,4 @@ void zs_kvt_stats(zs_kvt_t *t, zs_kvt_stats_t *out) {
     memset(&out->store, 0, sizeof out->store);
     if (store) zs_kvstore_stats(store, &out->store);
     out->host_pinned = atomic_load(&t->pinned);
-}
-
-void zs_kvt_note_request(zs_kvt_t *t, int64_t gpu_tokens, int64_t computed_tokens) {
-    pthread_mutex_lock(&t->mu);
-    if (gpu_tokens > 0) t->st.restored_blocks[0] += (uint64_t)gpu_tokens / (uint64_t)(t->layout.block_size > 0 ? t->layout.block_size : 1);
-    if (computed_tokens > 0) t->st.computed_tokens += (uint64_t)computed_tokens;
-    pthread_mutex_unlock(&t->mu);
 }

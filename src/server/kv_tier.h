@@ -27,10 +27,7 @@ typedef struct zs_kvt_opts {
 } zs_kvt_opts_t;
 
 typedef struct zs_kvt_stats {
-    uint64_t restores, restored_blocks[3], computed_tokens; /* [ZS_KV_TIER_*]: [0] = GPU cache */
-    uint64_t restore_bytes;
-    double restore_s;
-    uint64_t exports, exported_blocks, export_dropped;
+    uint64_t exported_blocks, export_dropped;
     uint64_t skipped_by_cost;     /* restorable blocks the cost model chose to recompute */
     zs_kvstore_stats_t store;
     int store_open;
@@ -87,10 +84,13 @@ typedef struct zs_kvt_restore {
 int zs_kvt_restore_begin(zs_kvt_t *t, const zs_kv_ns_t *ns, const int32_t *ids, int32_t gpu_blocks,
                          int32_t max_blocks, zs_kvstore_job_cb done, void *ctx, zs_kvt_restore_t *r,
                          zs_err_t *err);
-/* Job finished: appends the restored blocks to seq (whose length is gpu_blocks blocks) and
- * returns how many; the host copies stay pinned until zs_kvt_restore_end. ZS_EBUSY when the
- * KV cache has no room (nothing imported). */
-int zs_kvt_restore_import(zs_kvt_t *t, zs_engine_t *e, int32_t seq, zs_kvt_restore_t *r, zs_err_t *err);
+/* Job finished: appends the restored blocks that follow the sequence's gpu_blocks blocks (the GPU
+ * cache may have grown or shrunk since the job began: blocks it has now are skipped, and when
+ * it lost some the restore no longer joins and nothing is imported) and returns how many; the
+ * host copies stay pinned until zs_kvt_restore_end. ZS_EBUSY when the KV cache has no room
+ * (nothing imported). */
+int zs_kvt_restore_import(zs_kvt_t *t, zs_engine_t *e, int32_t seq, int32_t gpu_blocks, zs_kvt_restore_t *r,
+                          zs_err_t *err);
 /* Releases the job (after a forward step or sync, once the imports have been copied). */
 void zs_kvt_restore_end(zs_kvt_t *t, zs_kvt_restore_t *r);
 
@@ -109,7 +109,5 @@ int zs_kvt_pending(const zs_kvt_t *t);
 int zs_kvt_flush(zs_kvt_t *t, zs_err_t *err);
 
 void zs_kvt_stats(zs_kvt_t *t, zs_kvt_stats_t *out);
-/* Adds to the restore counters of a request served from the GPU cache and prefill. */
-void zs_kvt_note_request(zs_kvt_t *t, int64_t gpu_tokens, int64_t computed_tokens);
 
 #endif

@@ -174,41 +174,11 @@ int kv_plan(zs_sched_t *s, zs_sreq_t *r, int32_t maxb) {
 /* Appends the restored blocks to a new sequence whose first mb blocks came from the GPU
  * cache; returns the blocks imported. */
 int32_t kv_import(zs_sched_t *s, zs_sreq_t *r, int32_t mb) {
-    zs_kvt_restore_t *rs = &r->s.rs;
-    if (rs->job == NULL || mb < rs->from) { /* the GPU lost blocks meanwhile: not contiguous */
-        kv_restore_end(s, r);
-        return 0;
-    }
     zs_err_t err = {0};
-    int rc = ZS_OK;
-    if (mb > rs->from) { /* the GPU cache has grown past the job's start: skip those blocks */
-        const void *const *data = NULL;
-        size_t ok = zs_kvstore_job_result(rs->job, &data, NULL);
-        size_t skip = (size_t)(mb - rs->from);
-        if (ok <= skip) {
-            kv_restore_end(s, r);
-            return 0;
-        }
-        zs_kvstore_job_stats_t js;
-        (void)zs_kvstore_job_result(rs->job, NULL, &js);
-        double t0 = zs_now();
-        rc = zs_engine_seq_import(s->e, r->s.seq, data + skip, (int32_t)(ok - skip), &err);
-        if (rc == ZS_OK) {
-            rs->imported = (int32_t)(ok - skip);
-            rs->host_blocks = rs->imported; /* counted as host: the disk part is indistinguishable here */
-            rs->disk_blocks = 0;
-            rs->seconds = js.seconds + (zs_now() - t0);
-        }
-    } else {
-        rc = zs_kvt_restore_import(s->o.kvt, s->e, r->s.seq, rs, &err);
-        if (rc > 0) rc = ZS_OK;
-    }
-    if (rc != ZS_OK) {
-        zs_slog(&s->log, ZS_LOG_WARN, r->id, "kv restore: import failed, prefilling instead: %s", err.msg);
-        kv_restore_end(s, r);
-        return 0;
-    }
-    return rs->imported;
+    int k = zs_kvt_restore_import(s->o.kvt, s->e, r->s.seq, mb, &r->s.rs, &err);
+    if (k < 0) zs_slog(&s->log, ZS_LOG_WARN, r->id, "kv restore: import failed, prefilling instead: %s", err.msg);
+    if (k <= 0) kv_restore_end(s, r);
+    return k > 0 ? k : 0;
 }
 
 /* --- idle-time precompute of registered contexts -------------------------------------------- */
@@ -346,7 +316,8 @@ void kv_pre_step(zs_sched_t *s) {
         int64_t need = (p->ctx.n + s->bs - 1) / s->bs;
         if (p->predicted) { /* only what the store holds: the restored blocks */
             size_t ok = p->rs.job ? zs_kvstore_job_result(p->rs.job, NULL, NULL) : 0;
-            need = mb == p->rs.from ? mb + (int64_t)ok : mb;
+            int64_t end = (int64_t)p->rs.from + (int64_t)ok;
+            need = mb >= p->rs.from && end > mb ? end : mb;
         }
         while (need - mb > sched_free_budget(s)) { /* idle-time work never evicts a registered context */
             int32_t h = zs_pcache_lru_holder_unkept(&s->pc);
@@ -365,11 +336,8 @@ void kv_pre_step(zs_sched_t *s) {
             kv_pre_end(s, ZS_CTX_FAILED, err.msg);
             return;
         }
-        int32_t imported = 0;
-        if (p->rs.job && mb == p->rs.from) {
-            int k = zs_kvt_restore_import(s->o.kvt, s->e, p->seq, &p->rs, &err);
-            imported = k > 0 ? k : 0;
-        }
+        int k = zs_kvt_restore_import(s->o.kvt, s->e, p->seq, mb, &p->rs, &err);
+        int32_t imported = k > 0 ? k : 0;
         p->gpu_blocks = mb;
         p->restored = (int64_t)imported * s->bs;
         p->pos = (int64_t)(mb + imported) * s->bs;

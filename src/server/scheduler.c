@@ -169,7 +169,6 @@ static void admit(zs_sched_t *s) {
             u->restore_bytes = (uint64_t)imported * zs_engine_kv(s->e)->layout.block_bytes;
         }
         u->computed_tokens = r->nprompt - r->s.pos;
-        zs_kvt_note_request(s->o.kvt, u->gpu_tokens, u->computed_tokens);
         if (s->pred) (void)zs_kvp_observe(s->pred, &r->s.ns, r->prompt, r->nprompt, zs_now());
         zs_metrics_prefix(s->m, r->s.pos);
         zs_metrics_kv_request(s->m, u->gpu_tokens, u->host_tokens, u->disk_tokens, u->computed_tokens,
@@ -321,17 +320,11 @@ static void step(zs_sched_t *s) {
     compact_run(s);
 }
 
+/* The gauges only the scheduler thread can sample (the KV store's and the contexts' are read
+ * when the metrics are rendered: zs_sched_gauges). */
 static void update_gauges(zs_sched_t *s) {
-    zs_kvt_stats_t kst;
-    zs_kvt_stats(s->o.kvt, &kst);
-    int64_t cready = 0, cpending = 0;
-    uint64_t cdone = 0;
-    if (s->o.contexts) zs_ctxreg_counts(s->o.contexts, s->o.name, &cready, &cpending, &cdone);
     if (s->e == NULL) {
         pthread_mutex_lock(&s->mu);
-        kv_gauges(&s->g, &kst);
-        s->g.ctx_ready = cready, s->g.ctx_pending = cpending, s->g.ctx_precomputed = (int64_t)cdone;
-        s->g.kv_prefetches = (int64_t)s->prefetches, s->g.kv_prefetched_blocks = (int64_t)s->prefetched_blocks;
         s->g.queue = s->nwait + s->nfetch;
         s->g.running = s->nrun;
         s->g.kv_used = s->g.kv_in_use = s->g.kv_cached = s->g.kv_total = 0;
@@ -354,9 +347,6 @@ static void update_gauges(zs_sched_t *s) {
         }
     }
     pthread_mutex_lock(&s->mu);
-    kv_gauges(&s->g, &kst);
-    s->g.ctx_ready = cready, s->g.ctx_pending = cpending, s->g.ctx_precomputed = (int64_t)cdone;
-    s->g.kv_prefetches = (int64_t)s->prefetches, s->g.kv_prefetched_blocks = (int64_t)s->prefetched_blocks;
     s->g.queue = s->nwait + s->nfetch;
     s->g.running = s->nrun;
     s->g.kv_used = used;
@@ -906,6 +896,8 @@ void zs_sched_gauges(zs_sched_t *s, zs_model_gauges_t *g) {
     pthread_mutex_lock(&s->mu);
     *g = s->g;
     g->queue = s->nwait + s->nfetch;
+    g->kv_prefetches = (int64_t)s->prefetches;
+    g->kv_prefetched_blocks = (int64_t)s->prefetched_blocks;
     pthread_mutex_unlock(&s->mu);
     /* the store and the contexts change while the scheduler sleeps (disk writes, HTTP): read them now */
     zs_kvt_stats_t kst;
