@@ -182,8 +182,8 @@ static void startup_ended(zs_srv_model_t *m, int64_t seq, int ok, const char *ms
     if (ok == -1) zs_metrics_startup(m->metrics, NULL, 0, 0);
 }
 
-/* The measured rates the KV store's cost model uses: host->device of the model's device (for
- * the CPU backend the store measures memcpy itself) and storage reads. */
+/* The measured rates the KV store's cost model uses: host->device of the model's GPU and
+ * storage reads. */
 static void kv_bandwidth(zs_srv_model_t *m) {
     if (m->kvt == NULL) return;
     zs_res_dev_t devs[ZS_RES_MAX_DEV];
