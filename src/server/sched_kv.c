@@ -27,6 +27,19 @@ static int32_t *held_tokens(const zs_sreq_t *r, int64_t n) {
     return t;
 }
 
+/* Registers an owner in the prefix cache; when its owner slots are all taken, the least
+ * recently used holder leaves (its blocks go to the store first; spare_kept: never a
+ * registered context's) and the registration is tried again. The owner index, or -1. */
+static int32_t register_owner(zs_sched_t *s, const zs_kv_ns_t *ns, int32_t seq, const int32_t *ids, int32_t nb,
+                              int holder, int spare_kept) {
+    int32_t idx = zs_pcache_register(&s->pc, ns, seq, ids, nb, holder);
+    if (idx >= 0) return idx;
+    int32_t h = spare_kept ? zs_pcache_lru_holder_unkept(&s->pc) : zs_pcache_lru_holder(&s->pc);
+    if (h < 0) return -1;
+    kv_evict_holder(s, h);
+    return zs_pcache_register(&s->pc, ns, seq, ids, nb, holder);
+}
+
 /* Frees the request's sequence. Its full blocks stay cached in a holder: the prompt's, or,
  * when the request got further (a conversation turn: prompt and reply), every full block it
  * computed, so that the next turn prefills only its new message. */
@@ -45,16 +58,7 @@ void kv_release_seq(zs_sched_t *s, zs_sreq_t *r) {
         if (toks != NULL && zs_engine_seq_fork_prefix(s->e, r->s.seq, (int64_t)nb * s->bs, &holder, &err) == 0) {
             if (r->s.owner >= 0) (void)zs_pcache_drop(&s->pc, r->s.owner); /* its seq is r's: freed below */
             r->s.owner = -1;
-            int32_t idx = zs_pcache_register(&s->pc, &r->s.ns, holder, toks, nb, 1);
-            if (idx < 0) {
-                int32_t h = zs_pcache_lru_holder(&s->pc);
-                if (h >= 0) {
-                    int32_t hs = zs_pcache_drop(&s->pc, h);
-                    if (hs >= 0) (void)zs_engine_seq_free(s->e, hs, NULL);
-                    idx = zs_pcache_register(&s->pc, &r->s.ns, holder, toks, nb, 1);
-                }
-            }
-            if (idx < 0) (void)zs_engine_seq_free(s->e, holder, NULL);
+            if (register_owner(s, &r->s.ns, holder, toks, nb, 1, 0) < 0) (void)zs_engine_seq_free(s->e, holder, NULL);
         }
         free(toks);
     }
@@ -221,12 +225,7 @@ static void kv_pre_publish(zs_sched_t *s) {
     if (nb > 0) {
         if (!p->predicted) /* durable: written through to disk (a prediction came from the store) */
             zs_kvt_export(s->o.kvt, s->e, p->seq, &p->ns, p->ctx.ids, nb, 1);
-        int32_t idx = zs_pcache_register(&s->pc, &p->ns, p->seq, p->ctx.ids, nb, 1);
-        if (idx < 0) {
-            int32_t h = zs_pcache_lru_holder_unkept(&s->pc);
-            if (h >= 0) kv_evict_holder(s, h);
-            idx = zs_pcache_register(&s->pc, &p->ns, p->seq, p->ctx.ids, nb, 1);
-        }
+        int32_t idx = register_owner(s, &p->ns, p->seq, p->ctx.ids, nb, 1, 1);
         if (idx >= 0) {
             p->seq = -1; /* the holder owns it now */
             if (!p->predicted) zs_pcache_keep(&s->pc, idx);
@@ -387,14 +386,7 @@ int kv_pre_pending(zs_sched_t *s) {
 void kv_register_prefix(zs_sched_t *s, zs_sreq_t *r) {
     int32_t nb = r->nprompt / s->bs;
     if (nb <= 0) return;
-    int32_t idx = zs_pcache_register(&s->pc, &r->s.ns, r->s.seq, r->prompt, nb, 0);
-    if (idx < 0) {
-        int32_t h = zs_pcache_lru_holder(&s->pc);
-        if (h < 0) return;
-        kv_evict_holder(s, h);
-        idx = zs_pcache_register(&s->pc, &r->s.ns, r->s.seq, r->prompt, nb, 0);
-    }
-    r->s.owner = idx;
+    r->s.owner = register_owner(s, &r->s.ns, r->s.seq, r->prompt, nb, 0, 0);
 }
 
 /* The KV store's numbers into g (s->mu held by the caller; st sampled before). */
