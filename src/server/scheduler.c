@@ -130,6 +130,11 @@ static void admit(zs_sched_t *s) {
             mb = zs_pcache_match(&s->pc, &r->s.ns, r->prompt, r->nprompt, maxb, &owner);
             avail = sched_free_budget(s);
         }
+        if (need - mb > avail && s->nrun == 0 && zs_kvt_pending(s->o.kvt) > 0) {
+            /* the evicted holders' blocks stay taken until their copies to the store land */
+            zs_kvt_poll(s->o.kvt, s->e, 1);
+            avail = sched_free_budget(s);
+        }
         if (need - mb > avail) {
             if (s->nrun == 0) {
                 char msg[200];

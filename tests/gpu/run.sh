@@ -19,6 +19,8 @@ check test_gpu_loader "$REL/test_gpu_loader" "$MODEL"
 check cli_load_verify_cuda "$BIN" load "$MODEL" --device cuda:0 --verify
 check cli_load_verify_cpu "$BIN" load "$MODEL" --device cpu --verify
 check cli_bad_device bad_device
+# admission waits for the asynchronous copies of holders it evicted to the KV store
+check kv_evict_admit python3 tests/gpu/kv_evict_admit.py "$BIN" "$MODEL"
 # CUDA engine against the CPU engine on the well-conditioned tiny models of every variant
 # (transformers-style initialisation, see tests/gpu/tiny_gpu_models.py; needs numpy and
 # safetensors), with both attention kernels; decode steps run as CUDA graphs
