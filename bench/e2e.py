@@ -81,18 +81,30 @@ def get_json(port, path):
 
 
 def fresh_case(args, files, state, log_path):
+    """Returns (spawn -> first token, the server's start-up records)."""
     drop_caches() if state == "cold" else warm_files(files)
-    p, port, t0 = start_server(args.zerostart, args.model, args.device, [], log_path)
+    p, port, t0 = start_server(args.zerostart, args.model, args.device, args.server_arg, log_path)
     try:
         first = stream_first_token(port)
+        startups = wait_startups(port, time.monotonic() + 120)
     finally:
         stop_server(p)
-    return first - t0
+    return first - t0, startups
+
+
+def wait_startups(port, deadline):
+    """GET /v1/models/m/startups once no start is running (an overlapped start completes its
+    record when the loader ends, maybe after the first token)."""
+    while True:
+        startups = get_json(port, "/v1/models/m/startups")
+        if all(s.get("state") != "starting" for s in startups["data"]) or time.monotonic() > deadline:
+            return startups
+        time.sleep(0.05)
 
 
 def pool_case(args, log_path):
     p, port, _ = start_server(args.zerostart, args.model, args.device,
-                              ["--pool-size", args.pool_size, "--keep-alive", "1"], log_path)
+                              ["--pool-size", args.pool_size, "--keep-alive", "1", *args.server_arg], log_path)
     try:
         stream_first_token(port)  # the first request after start (the model is resident)
         deadline = time.monotonic() + 120
@@ -105,14 +117,7 @@ def pool_case(args, log_path):
             raise RuntimeError("the model was not scaled to zero")
         t = time.monotonic()
         first = stream_first_token(port)
-        # an overlapped start completes its record when the loader ends (maybe after the
-        # first token): wait for it
-        while time.monotonic() < deadline:
-            startups = get_json(port, "/v1/models/m/startups")
-            if all(s.get("state") != "starting" for s in startups["data"]):
-                break
-            time.sleep(0.05)
-        return first - t, startups
+        return first - t, wait_startups(port, time.monotonic() + 120)
     finally:
         stop_server(p)
 
@@ -159,6 +164,8 @@ def main():
     ap.add_argument("--pool-size", default="40G")
     ap.add_argument("--cases", default="pool,fresh_warm,fresh_cold,tf_warm,tf_cold")
     ap.add_argument("--device-name", default="")
+    ap.add_argument("--server-arg", action="append", default=[], help="extra argument for every server (repeat)")
+    ap.add_argument("--no-ceilings", action="store_true", help="skip the ceiling probes (a quick rerun of some cases)")
     args = ap.parse_args()
     files = sorted(glob.glob(os.path.join(args.model, "*.safetensors")))
     nbytes = sum(os.path.getsize(f) for f in files)
@@ -166,7 +173,7 @@ def main():
            "model_bytes": nbytes, "ceilings": {}, "rows": [], "errors": []}
     log = tempfile.NamedTemporaryFile(prefix="zs-e2e-", suffix=".log", delete=False).name
     cases = args.cases.split(",")
-    if args.device.startswith("cuda"):
+    if args.device.startswith("cuda") and not args.no_ceilings:
         drop_caches()
         disk = json.loads(subprocess.run([args.zerostart, "probe", "--cache", "--threads", "4", "--chunk", "64M",
                                           *files], capture_output=True, text=True, check=True).stdout)
@@ -182,8 +189,9 @@ def main():
                 res["pool_startups"] = startups
                 row = {"name": "zerostart", "case": "pool", "ttft_s": round(t, 4)}
             elif case in ("fresh_warm", "fresh_cold"):
-                row = {"name": "zerostart", "case": case,
-                       "ttft_s": round(fresh_case(args, files, case.split("_")[1], log), 4)}
+                t, startups = fresh_case(args, files, case.split("_")[1], log)
+                res[case + "_startups"] = startups
+                row = {"name": "zerostart", "case": case, "ttft_s": round(t, 4)}
             else:
                 row = {"name": "transformers", "case": "fresh_" + case.split("_")[1],
                        "ttft_s": round(transformers_case(args, files, case.split("_")[1]), 4)}

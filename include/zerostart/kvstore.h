@@ -123,6 +123,9 @@ int zs_kv_disk_put(zs_kv_disk_t *d, const zs_kv_ns_t *ns, const zs_kv_key_t *key
 int zs_kv_disk_get(zs_kv_disk_t *d, const zs_kv_ns_t *ns, const zs_kv_key_t *key, void *buf, size_t cap,
                    size_t *len, zs_err_t *err);
 int zs_kv_disk_contains(zs_kv_disk_t *d, const zs_kv_ns_t *ns, const zs_kv_key_t *key);
+/* Whether key's block file is in the page cache (every page resident, mincore): 1 yes, 0 not
+ * (wholly), -1 not in this namespace on disk or not known. Reads nothing; not a use. */
+int zs_kv_disk_cached(zs_kv_disk_t *d, const zs_kv_ns_t *ns, const zs_kv_key_t *key);
 int zs_kv_disk_evict(zs_kv_disk_t *d, const zs_kv_key_t *key, zs_err_t *err);
 void zs_kv_disk_stats(zs_kv_disk_t *d, zs_kv_tier_stats_t *out);
 /* Path of a key's block file (for tools and tests). */
@@ -162,6 +165,8 @@ zs_kv_tier_t zs_kvstore_tier_of(zs_kvstore_t *s, const zs_kv_ns_t *ns, const zs_
  * entries) receives the tier of each block of that prefix (host preferred). */
 size_t zs_kvstore_lookup(zs_kvstore_t *s, const zs_kv_ns_t *ns, const zs_kv_key_t *keys, size_t n,
                          zs_kv_tier_t *tiers);
+/* zs_kv_disk_cached for the store's disk tier (-1 without one). */
+int zs_kvstore_disk_cached(zs_kvstore_t *s, const zs_kv_ns_t *ns, const zs_kv_key_t *key);
 /* Copies a block to buf: host first, then disk (a disk hit is promoted to host). *from (may be
  * NULL) says which tier served it. ZS_ENOENT when no tier has a valid copy. */
 int zs_kvstore_fetch(zs_kvstore_t *s, const zs_kv_ns_t *ns, const zs_kv_key_t *key, void *buf, size_t cap,

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -396,6 +397,31 @@ int zs_kv_disk_contains(zs_kv_disk_t *d, const zs_kv_ns_t *ns, const zs_kv_key_t
     kv_ent_t *e = kv_index_find(&d->ix, key);
     int r = e != NULL && memcmp(e->ns.b, ns->b, ZS_KV_HASH_BYTES) == 0;
     pthread_mutex_unlock(&d->mu);
+    return r;
+}
+
+int zs_kv_disk_cached(zs_kv_disk_t *d, const zs_kv_ns_t *ns, const zs_kv_key_t *key) {
+    if (!zs_kv_disk_contains(d, ns, key)) return -1;
+    char path[PATH_MAX + 128];
+    if (zs_kv_disk_path(d, key, path, sizeof path) != ZS_OK) return -1;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) return -1;
+    struct stat st;
+    int r = -1;
+    if (fstat(fd, &st) == 0 && st.st_size > 0) {
+        size_t len = (size_t)st.st_size, page = (size_t)sysconf(_SC_PAGESIZE), npages = (len + page - 1) / page;
+        /* a mapping touches no page; mincore says which are resident */
+        void *m = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+        unsigned char *vec = m != MAP_FAILED ? malloc(npages) : NULL;
+        if (vec != NULL && mincore(m, len, vec) == 0) {
+            r = 1;
+            for (size_t i = 0; i < npages && r == 1; i++)
+                if (!(vec[i] & 1)) r = 0;
+        }
+        free(vec);
+        if (m != MAP_FAILED) munmap(m, len);
+    }
+    close(fd);
     return r;
 }
 

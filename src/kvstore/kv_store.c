@@ -392,6 +392,10 @@ size_t zs_kvstore_lookup(zs_kvstore_t *s, const zs_kv_ns_t *ns, const zs_kv_key_
     return i;
 }
 
+int zs_kvstore_disk_cached(zs_kvstore_t *s, const zs_kv_ns_t *ns, const zs_kv_key_t *key) {
+    return s->disk != NULL ? zs_kv_disk_cached(s->disk, ns, key) : -1;
+}
+
 int zs_kvstore_fetch(zs_kvstore_t *s, const zs_kv_ns_t *ns, const zs_kv_key_t *key, void *buf, size_t cap,
                      size_t *len, zs_kv_tier_t *from, zs_err_t *err) {
     if (from) *from = ZS_KV_TIER_NONE;

@@ -20,6 +20,21 @@ double zs_kv_cost_recompute_s(const zs_kv_cost_t *m, int32_t a, int32_t b) {
     return (n + m->attn_ratio * positions) / m->prefill_tok_s;
 }
 
+double zs_kv_cost_disk_gbps(const zs_kv_cost_t *m, double cached_frac) {
+    if (cached_frac < 0) cached_frac = 0;
+    if (cached_frac > 1) cached_frac = 1;
+    double s = 0; /* seconds per GB */
+    if (cached_frac > 0) {
+        if (m->disk_cached_gbps <= 0) return 0;
+        s += cached_frac / m->disk_cached_gbps;
+    }
+    if (cached_frac < 1) {
+        if (m->disk_gbps <= 0) return 0;
+        s += (1 - cached_frac) / m->disk_gbps;
+    }
+    return 1 / s;
+}
+
 double zs_kv_cost_restore_block_s(const zs_kv_cost_t *m, zs_kv_tier_t tier) {
     double bytes = (double)m->block_bytes;
     double t = m->per_block_s;

@@ -14,7 +14,8 @@
 
 typedef struct zs_kv_cost {
     double h2d_gbps;            /* host memory -> KV cache (device) */
-    double disk_gbps;           /* block files read (disk or page cache) */
+    double disk_gbps;           /* block files read from the disk (not in the page cache) */
+    double disk_cached_gbps;    /* block files read from the page cache */
     double prefill_tok_s;       /* prefill tokens per second at short context (the linear part) */
     double attn_ratio;          /* attention cost of one token per earlier position, relative to
                                    the linear cost of one token (zs_kv_cost_attn_ratio) */
@@ -29,7 +30,10 @@ double zs_kv_cost_attn_ratio(const zs_model_config_t *c);
 
 /* Seconds to recompute blocks [a, b) (positions a*bs .. b*bs), given the prefix before a. */
 double zs_kv_cost_recompute_s(const zs_kv_cost_t *m, int32_t a, int32_t b);
-/* Seconds to restore one block from tier. */
+/* The rate of reading block files of which a fraction cached_frac (0..1) is in the page
+ * cache: the harmonic mix of the two rates (0 when one is needed and unknown). */
+double zs_kv_cost_disk_gbps(const zs_kv_cost_t *m, double cached_frac);
+/* Seconds to restore one block from tier (disk: at disk_gbps; see zs_kv_cost_disk_gbps). */
 double zs_kv_cost_restore_block_s(const zs_kv_cost_t *m, zs_kv_tier_t tier);
 
 /* Blocks [from, to) can be restored, tiers[i - from] telling from where. Returns k in

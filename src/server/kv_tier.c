@@ -37,12 +37,12 @@ struct zs_kvt {
     zs_kv_layout_t layout;
     int bound_once;
     zs_kv_cost_t cost;
-    /* page-locking the host arena (CUDA) */
-    pthread_t pin_th;
-    int pin_started;
-    atomic_int pinned;            /* 1 done, -1 failed, 0 running / not asked */
+    /* page-locking the host arena (CUDA), one chunk per idle scheduler step */
+    atomic_int pinned;            /* 1 done, -1 failed, 0 in progress / not asked */
     void *arena;
     size_t arena_bytes;
+    size_t pin_chunk;             /* bytes per registration: whole blocks */
+    size_t pin_done;              /* bytes registered so far, from the arena's start */
     /* exports in flight, oldest first */
     kvt_export_t *ex;
     int nex, cap_ex;
@@ -140,13 +140,26 @@ int zs_kvt_create(const zs_kvt_opts_t *o, const zs_ckpt_t *ck, const char *token
     return ZS_OK;
 }
 
-static void *pin_main(void *arg) {
-    zs_kvt_t *t = arg;
-    zs_err_t err = {0};
-    int rc = zs_gpu_set_device(t->o.cuda_device, &err);
-    if (rc == 0) rc = zs_gpu_host_register(t->arena, t->arena_bytes, &err);
-    atomic_store(&t->pinned, rc == 0 ? 1 : -1);
-    return NULL;
+/* Registrations of about 32 MiB: each takes a few ms (faulting the pages in and locking
+ * them, holding the CUDA driver's lock), so a request arriving meanwhile hardly waits;
+ * whole blocks, so that no block's copy spans two registrations. */
+#define PIN_CHUNK_BYTES ((size_t)32 << 20)
+
+int zs_kvt_pin_pending(const zs_kvt_t *t) {
+    return t != NULL && t->arena != NULL && t->pin_done < t->arena_bytes && atomic_load(&t->pinned) == 0;
+}
+
+int zs_kvt_pin_step(zs_kvt_t *t, zs_err_t *err) {
+    if (!zs_kvt_pin_pending(t)) return ZS_OK;
+    size_t n = t->arena_bytes - t->pin_done < t->pin_chunk ? t->arena_bytes - t->pin_done : t->pin_chunk;
+    int rc = zs_gpu_host_register((char *)t->arena + t->pin_done, n, err);
+    if (rc != ZS_OK) { /* the chunks registered so far stay (unregistered at free) */
+        atomic_store(&t->pinned, -1);
+        return rc;
+    }
+    t->pin_done += n;
+    if (t->pin_done == t->arena_bytes) atomic_store(&t->pinned, 1);
+    return ZS_OK;
 }
 
 /* Opens the store for the bound engine's layout. */
@@ -161,7 +174,7 @@ static int store_open(zs_kvt_t *t, zs_err_t *err) {
      * tier keeps is dropped on its way to disk (a shutdown saves the whole GPU cache) */
     uint64_t slots = t->o.host_bytes / t->layout.block_bytes;
     zs_kvstore_opts_t so = {.host_capacity = t->o.host_bytes, .block_bytes = t->layout.block_bytes,
-                            .readers = ncpu >= 8 ? 8 : ncpu >= 2 ? (int)ncpu : 2,
+                            .readers = ncpu >= 16 ? 16 : ncpu >= 2 ? (int)ncpu : 2,
                             .queue_depth = slots + 64 > (uint64_t)1 << 24 ? 1u << 24 : (uint32_t)(slots + 64)};
     char dir[4096];
     if (t->disk_dir) {
@@ -195,9 +208,10 @@ static int store_open(zs_kvt_t *t, zs_err_t *err) {
         rc = zs_kvstore_open(&so, &t->store, err);
     }
     if (rc != ZS_OK) return rc;
-    if (t->o.cuda_device >= 0) {
+    if (t->o.cuda_device >= 0) { /* page-locked by zs_kvt_pin_step, in the scheduler's idle time */
         zs_kvstore_host_arena(t->store, &t->arena, &t->arena_bytes);
-        if (pthread_create(&t->pin_th, NULL, pin_main, t) == 0) t->pin_started = 1;
+        size_t per = PIN_CHUNK_BYTES / t->layout.block_bytes;
+        t->pin_chunk = (per > 0 ? per : 1) * t->layout.block_bytes;
     }
     pthread_mutex_lock(&t->mu);
     t->st.store_open = 1;
@@ -216,7 +230,9 @@ int zs_kvt_bind(zs_kvt_t *t, zs_engine_t *e, zs_err_t *err) {
     t->cost.block_size = kv->layout.block_size;
     t->cost.attn_ratio = zs_kv_cost_attn_ratio(zs_engine_config(e));
     t->cost.per_block_s = 2e-6;
-    if (t->cost.disk_gbps <= 0) t->cost.disk_gbps = 1.0; /* until the server measures it */
+    /* until measured (weights read from the disk or the page cache, restores from disk) */
+    if (t->cost.disk_gbps <= 0) t->cost.disk_gbps = 2.0;
+    if (t->cost.disk_cached_gbps <= 0) t->cost.disk_cached_gbps = 16.0;
     /* a CPU model's "device" is host memory: no h2d rate is measured, so the cost model restores
      * everything (a memcpy beats a CPU prefill by orders of magnitude) */
     int rc = store_open(t, err);
@@ -245,10 +261,7 @@ void zs_kvt_free(zs_kvt_t *t) {
     }
     free(t->ex);
     if (t->store) zs_kvstore_flush(t->store, NULL);
-    if (t->pin_started) {
-        pthread_join(t->pin_th, NULL);
-        if (atomic_load(&t->pinned) == 1) zs_gpu_host_unregister(t->arena);
-    }
+    for (size_t off = 0; off < t->pin_done; off += t->pin_chunk) zs_gpu_host_unregister((char *)t->arena + off);
     zs_kvstore_close(t->store);
     pthread_mutex_destroy(&t->mu);
     free(t->disk_dir);
@@ -264,9 +277,27 @@ int zs_kvt_namespace(const zs_kvt_t *t, const char *salt, zs_kv_ns_t *ns, zs_err
     return zs_kv_namespace(t->model_id, salt, ns, err);
 }
 
-void zs_kvt_set_bandwidth(zs_kvt_t *t, double h2d_gbps, double disk_gbps) {
+void zs_kvt_set_bandwidth(zs_kvt_t *t, double h2d_gbps, double disk_gbps, double cached_gbps) {
     if (h2d_gbps > 0) t->cost.h2d_gbps = h2d_gbps;
     if (disk_gbps > 0) t->cost.disk_gbps = disk_gbps;
+    if (cached_gbps > 0) t->cost.disk_cached_gbps = cached_gbps;
+}
+
+/* The share of the disk blocks among keys[0..n) (tiers) whose files are in the page cache,
+ * from up to 8 of them spread over the run; -1 when none is on disk. */
+static double disk_cached_share(zs_kvt_t *t, const zs_kv_ns_t *ns, const zs_kv_key_t *keys,
+                                const zs_kv_tier_t *tiers, size_t n) {
+    size_t ndisk = 0;
+    for (size_t i = 0; i < n; i++) ndisk += tiers[i] == ZS_KV_TIER_DISK;
+    if (ndisk == 0) return -1;
+    size_t want = ndisk < 8 ? ndisk : 8, seen = 0, probed = 0, cached = 0;
+    for (size_t i = 0; i < n && probed < want; i++) {
+        if (tiers[i] != ZS_KV_TIER_DISK) continue;
+        if (seen++ * want / ndisk != probed) continue; /* every (ndisk / want)-th disk block */
+        probed++;
+        cached += zs_kvstore_disk_cached(t->store, ns, &keys[i]) == 1;
+    }
+    return probed ? (double)cached / (double)probed : -1;
 }
 
 void zs_kvt_note_prefill(zs_kvt_t *t, int64_t tokens, double seconds) {
@@ -294,8 +325,12 @@ int zs_kvt_restore_begin(zs_kvt_t *t, const zs_kv_ns_t *ns, const int32_t *ids, 
     }
     size_t run = rc == ZS_OK ? zs_kvstore_lookup(t->store, ns, keys + gpu_blocks, (size_t)n, tiers) : 0;
     int32_t to = gpu_blocks;
+    r->disk_cached = -1;
     if (run > 0) {
-        to = zs_kv_cost_choose(&t->cost, gpu_blocks, gpu_blocks + (int32_t)run, tiers, &r->est_restore_s,
+        zs_kv_cost_t c = t->cost;
+        r->disk_cached = disk_cached_share(t, ns, keys + gpu_blocks, tiers, run);
+        if (r->disk_cached >= 0) c.disk_gbps = zs_kv_cost_disk_gbps(&t->cost, r->disk_cached);
+        to = zs_kv_cost_choose(&c, gpu_blocks, gpu_blocks + (int32_t)run, tiers, &r->est_restore_s,
                                &r->est_recompute_s);
         pthread_mutex_lock(&t->mu);
         t->st.skipped_by_cost += (uint64_t)(gpu_blocks + (int32_t)run - to);
@@ -332,7 +367,12 @@ int zs_kvt_restore_import(zs_kvt_t *t, zs_engine_t *e, int32_t seq, int32_t gpu_
     }
     /* the job (disk reads) and the import call, not the time the request waited for room */
     r->seconds = js.seconds + (zs_now() - t0);
-    (void)t;
+    /* a job of enough disk blocks, all in the page cache or none: its read rate */
+    if (js.disk_blocks >= 8 && js.seconds > 0 && (r->disk_cached >= 0.99 || (r->disk_cached >= 0 && r->disk_cached <= 0.01))) {
+        double gbps = (double)js.disk_blocks * (double)t->layout.block_bytes / js.seconds / 1e9;
+        double *rate = r->disk_cached >= 0.99 ? &t->cost.disk_cached_gbps : &t->cost.disk_gbps;
+        *rate = 0.5 * *rate + 0.5 * gbps;
+    }
     return r->imported;
 }
 

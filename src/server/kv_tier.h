@@ -23,7 +23,7 @@ typedef struct zs_kvt_opts {
                                      identity); NULL = no disk tier */
     uint64_t disk_bytes;          /* disk tier capacity; 0 = unlimited */
     int no_fsync;                 /* tests: skip fsync of block files */
-    int cuda_device;              /* >= 0: page-lock the host arena for that GPU (in the background) */
+    int cuda_device;              /* >= 0: page-lock the host arena for that GPU (zs_kvt_pin_step) */
 } zs_kvt_opts_t;
 
 typedef struct zs_kvt_stats {
@@ -59,8 +59,9 @@ const char *zs_kvt_identity(const zs_kvt_t *t);
  * identity only (no store is open then, so no block is addressed with it). */
 int zs_kvt_namespace(const zs_kvt_t *t, const char *salt, zs_kv_ns_t *ns, zs_err_t *err);
 
-/* Measurements for the cost model (0 = keep the previous value). */
-void zs_kvt_set_bandwidth(zs_kvt_t *t, double h2d_gbps, double disk_gbps);
+/* Measurements for the cost model (0 = keep the previous value): host->device, reads from the
+ * disk, reads from the page cache. Restores from the disk tier refine the last two. */
+void zs_kvt_set_bandwidth(zs_kvt_t *t, double h2d_gbps, double disk_gbps, double cached_gbps);
 /* A prefill step ran `tokens` prompt tokens in `seconds`. */
 void zs_kvt_note_prefill(zs_kvt_t *t, int64_t tokens, double seconds);
 double zs_kvt_prefill_rate(const zs_kvt_t *t);
@@ -71,6 +72,7 @@ typedef struct zs_kvt_restore {
     int32_t from, to;             /* blocks asked of the store */
     double t0;
     double est_restore_s, est_recompute_s;
+    double disk_cached;           /* sampled share of the run's disk blocks in the page cache; -1 none */
     /* after zs_kvt_restore_import */
     int32_t imported, host_blocks, disk_blocks;
     double seconds;               /* the job (disk reads into host memory) + the import call; on a
@@ -103,6 +105,11 @@ void zs_kvt_export(zs_kvt_t *t, zs_engine_t *e, int32_t seq, const zs_kv_ns_t *n
                    int32_t nblocks, int write_to_disk);
 /* Publishes exports that have landed; wait = 1 waits for all of them. */
 void zs_kvt_poll(zs_kvt_t *t, zs_engine_t *e, int wait);
+/* Page-locking the host arena for GPU copies, a step at a time from the thread that runs the
+ * model's CUDA work while it is idle (a registration holds the driver's lock: done at once at
+ * start-up it delayed a fresh server's first token by 0.85 s). pending: steps are left. */
+int zs_kvt_pin_pending(const zs_kvt_t *t);
+int zs_kvt_pin_step(zs_kvt_t *t, zs_err_t *err);
 /* Exports still in flight. */
 int zs_kvt_pending(const zs_kvt_t *t);
 /* Waits for the disk writes queued so far. */

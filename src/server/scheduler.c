@@ -586,8 +586,9 @@ static void *sched_main(void *arg) {
                 pthread_cond_wait(&s->cv, &s->mu);
                 continue;
             }
-            if (s->e != NULL && st == ZS_MODEL_READY && !s->want_unload && !s->want_evict && kv_pre_pending(s))
-                break; /* idle: compute registered contexts */
+            if (s->e != NULL && st == ZS_MODEL_READY && !s->want_unload && !s->want_evict &&
+                (kv_pre_pending(s) || (!s->weights_pending && zs_kvt_pin_pending(s->o.kvt))))
+                break; /* idle: compute registered contexts, page-lock the KV host tier */
             if (!s->has_life) {
                 pthread_cond_wait(&s->cv, &s->mu);
                 continue;
@@ -680,7 +681,7 @@ static void *sched_main(void *arg) {
         handle_cancels(s);
         admit(s);
         step(s);
-        int did_pre = 0;
+        int did_pre = 0, did_pin = 0;
         if (s->nrun == 0 && s->nfetch == 0 && !s->weights_pending) {
             pthread_mutex_lock(&s->mu);
             int waiting = s->wait_head != NULL;
@@ -688,11 +689,17 @@ static void *sched_main(void *arg) {
             if (!waiting && kv_pre_pending(s)) {
                 kv_pre_step(s);
                 did_pre = 1;
+            } else if (!waiting && zs_kvt_pin_pending(s->o.kvt)) {
+                zs_err_t err = {0};
+                if (zs_kvt_pin_step(s->o.kvt, &err) != 0)
+                    zs_slog(&s->log, ZS_LOG_WARN, NULL, "model %s: KV host tier stays pageable (GPU copies "
+                            "are synchronous): %s", s->o.name, err.msg);
+                did_pin = 1;
             }
         }
         zs_kvt_poll(s->o.kvt, s->e, 0);
         update_gauges(s);
-        if (s->nrun == 0) {
+        if (s->nrun == 0 && !did_pin) { /* page-locking is not activity (keep-alive) */
             pthread_mutex_lock(&s->mu);
             if (s->wait_head == NULL) s->idle_since = zs_now();
             pthread_mutex_unlock(&s->mu);

@@ -182,18 +182,21 @@ static void startup_ended(zs_srv_model_t *m, int64_t seq, int ok, const char *ms
     if (ok == -1) zs_metrics_startup(m->metrics, NULL, 0, 0);
 }
 
-/* The measured rates the KV store's cost model uses: host->device of the model's GPU and
- * storage reads. */
+/* The measured rates the KV store's cost model uses: host->device of the model's GPU, and
+ * the weights' read rate of this start, as a disk or a page-cache rate by where they came from. */
 static void kv_bandwidth(zs_srv_model_t *m) {
     if (m->kvt == NULL) return;
     zs_res_dev_t devs[ZS_RES_MAX_DEV];
-    double read = 0, h2d = 0;
-    int n = zs_res_snapshot(m->res, devs, ZS_RES_MAX_DEV, &read);
+    double h2d = 0;
+    int n = zs_res_snapshot(m->res, devs, ZS_RES_MAX_DEV, NULL);
     for (int i = 0; i < n; i++)
         if (devs[i].dev.kind == ZS_DEV_CUDA && m->bo.load.device.kind == ZS_DEV_CUDA &&
             devs[i].dev.index == m->bo.load.device.index)
             h2d = devs[i].h2d_gbps;
-    zs_kvt_set_bandwidth(m->kvt, h2d, read);
+    const zs_bundle_timeline_t *tl = m->b ? &m->b->timeline : NULL;
+    double disk = tl && tl->source == ZS_SRC_DISK ? tl->load_gbps : 0;
+    double cached = tl && tl->source == ZS_SRC_PAGE_CACHE ? tl->load_gbps : 0;
+    zs_kvt_set_bandwidth(m->kvt, h2d, disk, cached);
 }
 
 static void startup_failed(zs_srv_model_t *m, int64_t seq, const char *msg) { startup_ended(m, seq, -1, msg); }
