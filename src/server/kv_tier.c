@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -37,12 +38,16 @@ struct zs_kvt {
     zs_kv_layout_t layout;
     int bound_once;
     zs_kv_cost_t cost;
+    double early_prefill[3];      /* a prefill noted before the first bind: tokens, positions, s */
     /* page-locking the host arena (CUDA), one chunk per idle scheduler step */
     atomic_int pinned;            /* 1 done, -1 failed, 0 in progress / not asked */
     void *arena;
     size_t arena_bytes;
     size_t pin_chunk;             /* bytes per registration: whole blocks */
     size_t pin_done;              /* bytes registered so far, from the arena's start */
+    pthread_t fault_th;           /* faults the arena's pages in ahead of the registrations */
+    int fault_started;
+    atomic_int fault_stop;
     /* exports in flight, oldest first */
     kvt_export_t *ex;
     int nex, cap_ex;
@@ -125,6 +130,7 @@ int zs_kvt_create(const zs_kvt_opts_t *o, const zs_ckpt_t *ck, const char *token
         return zs_err_set(err, ZS_ENOMEM, "kv store: out of memory");
     }
     atomic_init(&t->pinned, 0);
+    atomic_init(&t->fault_stop, 0);
     if (pthread_mutex_init(&t->mu, NULL) != 0) {
         free(t->disk_dir);
         free(t);
@@ -140,10 +146,29 @@ int zs_kvt_create(const zs_kvt_opts_t *o, const zs_ckpt_t *ck, const char *token
     return ZS_OK;
 }
 
-/* Registrations of about 32 MiB: each takes a few ms (faulting the pages in and locking
- * them, holding the CUDA driver's lock), so a request arriving meanwhile hardly waits;
+/* Registrations of about 32 MiB: each takes a few ms (locking pages the fault thread has
+ * brought in, holding the CUDA driver's lock), so a request arriving meanwhile hardly waits;
  * whole blocks, so that no block's copy spans two registrations. */
 #define PIN_CHUNK_BYTES ((size_t)32 << 20)
+
+/* Makes [p, p + n) resident (writable pages, contents kept: slots may be in use) without
+ * holding any CUDA lock. Before Linux 5.14 nothing happens and the registration faults them. */
+static void fault_in(char *p, size_t n) {
+#ifdef MADV_POPULATE_WRITE
+    (void)madvise(p, n, MADV_POPULATE_WRITE);
+#else
+    (void)p;
+    (void)n;
+#endif
+}
+
+/* Faults the arena in, chunk by chunk, so that the registrations only lock pages. */
+static void *fault_main(void *arg) {
+    zs_kvt_t *t = arg;
+    for (size_t off = 0; off < t->arena_bytes && !atomic_load(&t->fault_stop); off += t->pin_chunk)
+        fault_in((char *)t->arena + off, t->arena_bytes - off < t->pin_chunk ? t->arena_bytes - off : t->pin_chunk);
+    return NULL;
+}
 
 int zs_kvt_pin_pending(const zs_kvt_t *t) {
     return t != NULL && t->arena != NULL && t->pin_done < t->arena_bytes && atomic_load(&t->pinned) == 0;
@@ -152,6 +177,7 @@ int zs_kvt_pin_pending(const zs_kvt_t *t) {
 int zs_kvt_pin_step(zs_kvt_t *t, zs_err_t *err) {
     if (!zs_kvt_pin_pending(t)) return ZS_OK;
     size_t n = t->arena_bytes - t->pin_done < t->pin_chunk ? t->arena_bytes - t->pin_done : t->pin_chunk;
+    fault_in((char *)t->arena + t->pin_done, n); /* at once when the fault thread has been there */
     int rc = zs_gpu_host_register((char *)t->arena + t->pin_done, n, err);
     if (rc != ZS_OK) { /* the chunks registered so far stay (unregistered at free) */
         atomic_store(&t->pinned, -1);
@@ -210,8 +236,16 @@ static int store_open(zs_kvt_t *t, zs_err_t *err) {
     if (rc != ZS_OK) return rc;
     if (t->o.cuda_device >= 0) { /* page-locked by zs_kvt_pin_step, in the scheduler's idle time */
         zs_kvstore_host_arena(t->store, &t->arena, &t->arena_bytes);
-        size_t per = PIN_CHUNK_BYTES / t->layout.block_bytes;
-        t->pin_chunk = (per > 0 ? per : 1) * t->layout.block_bytes;
+        /* whole blocks and whole pages: two registrations never share a page */
+        size_t a = t->layout.block_bytes, b = (size_t)sysconf(_SC_PAGESIZE);
+        while (b != 0) {
+            size_t r = a % b;
+            a = b;
+            b = r;
+        }
+        size_t unit = t->layout.block_bytes / a * (size_t)sysconf(_SC_PAGESIZE); /* lcm */
+        t->pin_chunk = (PIN_CHUNK_BYTES / unit > 0 ? PIN_CHUNK_BYTES / unit : 1) * unit;
+        if (pthread_create(&t->fault_th, NULL, fault_main, t) == 0) t->fault_started = 1;
     }
     pthread_mutex_lock(&t->mu);
     t->st.store_open = 1;
@@ -238,6 +272,8 @@ int zs_kvt_bind(zs_kvt_t *t, zs_engine_t *e, zs_err_t *err) {
     int rc = store_open(t, err);
     if (rc != ZS_OK) return rc;
     t->bound_once = 1;
+    if (t->early_prefill[2] > 0)
+        zs_kvt_note_prefill(t, (int64_t)t->early_prefill[0], t->early_prefill[1], t->early_prefill[2]);
     return ZS_OK;
 }
 
@@ -261,6 +297,10 @@ void zs_kvt_free(zs_kvt_t *t) {
     }
     free(t->ex);
     if (t->store) zs_kvstore_flush(t->store, NULL);
+    if (t->fault_started) {
+        atomic_store(&t->fault_stop, 1);
+        pthread_join(t->fault_th, NULL);
+    }
     for (size_t off = 0; off < t->pin_done; off += t->pin_chunk) zs_gpu_host_unregister((char *)t->arena + off);
     zs_kvstore_close(t->store);
     pthread_mutex_destroy(&t->mu);
@@ -300,9 +340,16 @@ static double disk_cached_share(zs_kvt_t *t, const zs_kv_ns_t *ns, const zs_kv_k
     return probed ? (double)cached / (double)probed : -1;
 }
 
-void zs_kvt_note_prefill(zs_kvt_t *t, int64_t tokens, double seconds) {
-    if (tokens < 16 || seconds <= 0) return;
-    double r = (double)tokens / seconds;
+void zs_kvt_note_prefill(zs_kvt_t *t, int64_t tokens, double attn_positions, double seconds) {
+    if (tokens < 256 || seconds <= 0) return;
+    if (!t->bound_once) { /* the attention ratio is known at bind: counted then */
+        t->early_prefill[0] = (double)tokens;
+        t->early_prefill[1] = attn_positions;
+        t->early_prefill[2] = seconds;
+        return;
+    }
+    /* the linear-work rate: the attention part counted in token equivalents */
+    double r = ((double)tokens + t->cost.attn_ratio * attn_positions) / seconds;
     t->cost.prefill_tok_s = t->cost.prefill_tok_s > 0 ? 0.7 * t->cost.prefill_tok_s + 0.3 * r : r;
 }
 

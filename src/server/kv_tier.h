@@ -62,8 +62,10 @@ int zs_kvt_namespace(const zs_kvt_t *t, const char *salt, zs_kv_ns_t *ns, zs_err
 /* Measurements for the cost model (0 = keep the previous value): host->device, reads from the
  * disk, reads from the page cache. Restores from the disk tier refine the last two. */
 void zs_kvt_set_bandwidth(zs_kvt_t *t, double h2d_gbps, double disk_gbps, double cached_gbps);
-/* A prefill step ran `tokens` prompt tokens in `seconds`. */
-void zs_kvt_note_prefill(zs_kvt_t *t, int64_t tokens, double seconds);
+/* A prefill step ran `tokens` prompt tokens in `seconds`, each attending to its earlier
+ * positions (attn_positions: their sum, see zs_kv_cost_recompute_s). Steps of fewer than 256
+ * tokens are not counted (fixed costs dominate them). */
+void zs_kvt_note_prefill(zs_kvt_t *t, int64_t tokens, double attn_positions, double seconds);
 double zs_kvt_prefill_rate(const zs_kvt_t *t);
 
 /* --- restore ---------------------------------------------------------------------------- */

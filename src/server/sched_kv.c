@@ -362,12 +362,11 @@ void kv_pre_step(zs_sched_t *s) {
     int64_t take = p->ctx.n - p->pos;
     if (take > s->o.step_tokens) take = s->o.step_tokens;
     zs_engine_item_t it = {.seq = p->seq, .ids = p->ctx.ids + p->pos, .n = (int32_t)take};
-    double t0 = zs_now();
+    /* not timed for the cost model: without logits the step may return before the GPU ran it */
     if (zs_engine_forward(s->e, &it, 1, NULL, 0, &err) != 0) {
         kv_pre_end(s, ZS_CTX_FAILED, err.msg);
         return;
     }
-    zs_kvt_note_prefill(s->o.kvt, take, zs_now() - t0);
     if (p->rs.job) zs_kvt_restore_end(s->o.kvt, &p->rs); /* the imports have been copied */
     p->pos += take;
     zs_ctxreg_progress(s->o.contexts, p->ctx.id, p->pos);

@@ -292,13 +292,18 @@ static void step(zs_sched_t *s) {
     }
     if (n == 0) return;
     int64_t prefill_tokens = 0;
+    double attn_positions = 0; /* positions the prefilled tokens attend to */
     for (int i = 0; i < n; i++)
-        if (s->item_req[i]->s.prefilling) prefill_tokens += s->items[i].n;
+        if (s->item_req[i]->s.prefilling) {
+            double k = s->items[i].n, p0 = (double)s->item_req[i]->s.pos;
+            prefill_tokens += s->items[i].n;
+            attn_positions += k * p0 + k * (k - 1) / 2;
+        }
     zs_err_t err = {0};
     double t0 = zs_now();
     int rc = zs_engine_forward(s->e, s->items, n, s->logits, 0, &err);
     if (rc == 0) {
-        zs_kvt_note_prefill(s->o.kvt, prefill_tokens, zs_now() - t0);
+        zs_kvt_note_prefill(s->o.kvt, prefill_tokens, attn_positions, zs_now() - t0);
         for (int i = 0; i < s->nrun; i++) kv_restore_end(s, s->run[i]); /* imports have been copied */
     }
     if (rc != 0 && s->weights_pending) {

@@ -437,9 +437,11 @@ int zs_srv_model_load(const zs_server_model_cfg_t *mc, const zs_server_config_t 
     for (int32_t i = 0; i < out->b->nstop; i++) /* the bundle's stop tokens, as `zerostart run` uses */
         if (out->b->stop_ids[i] >= 0 && out->b->stop_ids[i] < out->vocab)
             out->eos[out->neos++] = out->b->stop_ids[i];
+    int64_t warm_tokens = 0;
+    double warm_prefill_s = 0;
     if (cfg->warmup > 0 || (cfg->warmup < 0 && out->bo.load.device.kind == ZS_DEV_CUDA)) {
         double tw = zs_now();
-        if ((rc = zs_srv_warmup(e, cfg->step_tokens, ctx, err))) {
+        if ((rc = zs_srv_warmup(e, cfg->step_tokens, ctx, &warm_tokens, &warm_prefill_s, err))) {
             char msg[sizeof err->msg];
             snprintf(msg, sizeof msg, "%s", err->msg);
             zs_err_clear(err);
@@ -463,6 +465,8 @@ int zs_srv_model_load(const zs_server_model_cfg_t *mc, const zs_server_config_t 
                         .disk_bytes = cfg->kv_disk_bytes, .no_fsync = cfg->kv_no_fsync,
                         .cuda_device = out->bo.load.device.kind == ZS_DEV_CUDA ? out->bo.load.device.index : -1};
     if ((rc = zs_kvt_create(&ko, out->b->ckpt, tok_path, extra[0] ? extra : NULL, &out->kvt, err))) goto fail_release;
+    /* the warm-up's full-step prefill: the cost model's first prefill rate */
+    zs_kvt_note_prefill(out->kvt, warm_tokens, (double)warm_tokens * (double)(warm_tokens - 1) / 2, warm_prefill_s);
     zs_sched_opts_t so = {.name = out->name, .max_queue = cfg->max_queue,
                           .max_batch = cfg->max_batch, .step_tokens = cfg->step_tokens,
                           .step_delay_ms = cfg->step_delay_ms, .ctx = ctx, .eos = out->eos,

@@ -3,9 +3,13 @@
 
 #include <stdlib.h>
 
+#include "common/clock.h"
 #include "zerostart/kv_cache.h"
 
-int zs_srv_warmup(zs_engine_t *e, int32_t step_tokens, int64_t ctx, zs_err_t *err) {
+int zs_srv_warmup(zs_engine_t *e, int32_t step_tokens, int64_t ctx, int64_t *prefill_tokens, double *prefill_s,
+                  zs_err_t *err) {
+    if (prefill_tokens) *prefill_tokens = 0;
+    if (prefill_s) *prefill_s = 0;
     const zs_kv_cache_t *kv = zs_engine_kv(e);
     int32_t vocab = zs_engine_config(e)->vocab;
     uint32_t free0 = zs_kv_free_blocks(kv);
@@ -25,7 +29,10 @@ int zs_srv_warmup(zs_engine_t *e, int32_t step_tokens, int64_t ctx, zs_err_t *er
     if (rc == 0) rc = zs_engine_prefill(e, seq[0], ids, (int32_t)small, logits, err);
     for (int k = 0; k < 2 && rc == 0; k++) rc = zs_engine_decode(e, 1, seq, &ids[k], logits, err);
     if (rc == 0) rc = zs_engine_seq_new(e, &seq[1], err);
-    if (rc == 0) rc = zs_engine_prefill(e, seq[1], ids, (int32_t)big, logits, err);
+    double t0 = zs_now();
+    if (rc == 0) rc = zs_engine_prefill(e, seq[1], ids, (int32_t)big, logits, err); /* waits: logits */
+    if (rc == 0 && prefill_tokens) *prefill_tokens = big;
+    if (rc == 0 && prefill_s) *prefill_s = zs_now() - t0;
     if (rc == 0) rc = zs_engine_decode(e, 2, seq, ids, logits, err);
     for (int k = 0; k < 2; k++) {
         zs_err_t ferr = {0};

@@ -14,7 +14,10 @@
 #include "zerostart/engine.h"
 #include "zerostart/err.h"
 
-/* step_tokens: the scheduler's step budget; ctx: the served context length. */
-int zs_srv_warmup(zs_engine_t *e, int32_t step_tokens, int64_t ctx, zs_err_t *err);
+/* step_tokens: the scheduler's step budget; ctx: the served context length. *prefill_tokens
+ * and *prefill_s (may be NULL) get the size and duration of the full-step prefill (0 when it
+ * did not run): a first measure of the prefill rate for the KV cost model. */
+int zs_srv_warmup(zs_engine_t *e, int32_t step_tokens, int64_t ctx, int64_t *prefill_tokens, double *prefill_s,
+                  zs_err_t *err);
 
 #endif

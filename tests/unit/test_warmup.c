@@ -42,7 +42,10 @@ static void test_warmup_leaves_engine_as_found(void) {
     ZT_REQUIRE(la != NULL && lb != NULL);
     const zs_kv_cache_t *kv = zs_engine_kv(b->engine);
     uint32_t free0 = zs_kv_free_blocks(kv);
-    ZT_CHECK_MSG(zs_srv_warmup(b->engine, 32, 512, &err) == ZS_OK, "%s", err.msg);
+    int64_t ptok = -1;
+    double ps = -1;
+    ZT_CHECK_MSG(zs_srv_warmup(b->engine, 32, 512, &ptok, &ps, &err) == ZS_OK, "%s", err.msg);
+    ZT_CHECK(ptok == 32 && ps > 0); /* the full-step prefill, timed */
     ZT_CHECK(zs_kv_free_blocks(kv) == free0);
     int32_t seq = -1;
     ZT_CHECK(zs_engine_seq_new(b->engine, &seq, &err) == ZS_OK && seq == 0); /* every id free again */
@@ -60,8 +63,8 @@ static void test_warmup_short_context_and_small_cache(void) {
     zs_err_t err = {0};
     zs_bundle_t *b = open_model((size_t)4 << 20, &err);
     ZT_REQUIRE(b != NULL);
-    ZT_CHECK(zs_srv_warmup(b->engine, 256, 6, &err) == ZS_OK); /* a 6-token context */
-    ZT_CHECK(zs_srv_warmup(b->engine, 256, 4, &err) == ZS_OK); /* nothing fits: skipped */
+    ZT_CHECK(zs_srv_warmup(b->engine, 256, 6, NULL, NULL, &err) == ZS_OK); /* a 6-token context */
+    ZT_CHECK(zs_srv_warmup(b->engine, 256, 4, NULL, NULL, &err) == ZS_OK); /* nothing fits: skipped */
     size_t block_bytes = zs_engine_kv(b->engine)->layout.block_bytes;
     zs_bundle_free(b);
     /* a cache of three blocks: too small for two sequences and their decode steps: skipped */
@@ -69,7 +72,7 @@ static void test_warmup_short_context_and_small_cache(void) {
     ZT_REQUIRE(b != NULL);
     const zs_kv_cache_t *kv = zs_engine_kv(b->engine);
     ZT_CHECK(kv->nblocks == 3);
-    ZT_CHECK(zs_srv_warmup(b->engine, 256, 512, &err) == ZS_OK);
+    ZT_CHECK(zs_srv_warmup(b->engine, 256, 512, NULL, NULL, &err) == ZS_OK);
     ZT_CHECK(zs_kv_free_blocks(kv) == 3);
     zs_bundle_free(b);
 }
