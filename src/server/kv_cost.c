@@ -46,7 +46,9 @@ double zs_kv_cost_restore_block_s(const zs_kv_cost_t *m, zs_kv_tier_t tier) {
 int32_t zs_kv_cost_choose(const zs_kv_cost_t *m, int32_t from, int32_t to, const zs_kv_tier_t *tiers,
                           double *restore_s, double *recompute_s) {
     if (to < from) to = from;
-    const int measured = m->prefill_tok_s > 0 && m->h2d_gbps > 0;
+    /* the prefill rate decides; host->device (measured by a probe that may finish later) adds
+     * its part when known */
+    const int measured = m->prefill_tok_s > 0;
     /* walk k from `from` to `to`: cost(k) = restore[from, k) + recompute[k, to) */
     double rest = 0, best_cost = 0, best_rest = 0;
     double recompute_all = zs_kv_cost_recompute_s(m, from, to);

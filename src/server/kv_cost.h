@@ -39,7 +39,8 @@ double zs_kv_cost_restore_block_s(const zs_kv_cost_t *m, zs_kv_tier_t tier);
 /* Blocks [from, to) can be restored, tiers[i - from] telling from where. Returns k in
  * [from, to]: restore [from, k), recompute [k, to) (and any later tokens, which cost the same
  * either way). *restore_s / *recompute_s (may be NULL) get the model's estimates for that
- * choice. With no usable measurements (rates <= 0) everything is restored. */
+ * choice. Without a measured prefill rate (<= 0) everything is restored; an unknown
+ * host->device rate (<= 0) counts as free (the disk part still counts). */
 int32_t zs_kv_cost_choose(const zs_kv_cost_t *m, int32_t from, int32_t to, const zs_kv_tier_t *tiers,
                           double *restore_s, double *recompute_s);
 

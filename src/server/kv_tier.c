@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -45,9 +44,6 @@ struct zs_kvt {
     size_t arena_bytes;
     size_t pin_chunk;             /* bytes per registration: whole blocks */
     size_t pin_done;              /* bytes registered so far, from the arena's start */
-    pthread_t fault_th;           /* faults the arena's pages in ahead of the registrations */
-    int fault_started;
-    atomic_int fault_stop;
     /* exports in flight, oldest first */
     kvt_export_t *ex;
     int nex, cap_ex;
@@ -130,7 +126,6 @@ int zs_kvt_create(const zs_kvt_opts_t *o, const zs_ckpt_t *ck, const char *token
         return zs_err_set(err, ZS_ENOMEM, "kv store: out of memory");
     }
     atomic_init(&t->pinned, 0);
-    atomic_init(&t->fault_stop, 0);
     if (pthread_mutex_init(&t->mu, NULL) != 0) {
         free(t->disk_dir);
         free(t);
@@ -146,29 +141,11 @@ int zs_kvt_create(const zs_kvt_opts_t *o, const zs_ckpt_t *ck, const char *token
     return ZS_OK;
 }
 
-/* Registrations of about 32 MiB: each takes a few ms (locking pages the fault thread has
- * brought in, holding the CUDA driver's lock), so a request arriving meanwhile hardly waits;
- * whole blocks, so that no block's copy spans two registrations. */
+/* Registrations of about 32 MiB: each takes a few ms (faulting the pages in and locking
+ * them, holding the CUDA driver's lock), so a request arriving meanwhile hardly waits.
+ * (Faulting the arena in ahead on a thread, MADV_POPULATE_WRITE, made a fresh server's first
+ * token 0.7 s slower on the H200: not done.) */
 #define PIN_CHUNK_BYTES ((size_t)32 << 20)
-
-/* Makes [p, p + n) resident (writable pages, contents kept: slots may be in use) without
- * holding any CUDA lock. Before Linux 5.14 nothing happens and the registration faults them. */
-static void fault_in(char *p, size_t n) {
-#ifdef MADV_POPULATE_WRITE
-    (void)madvise(p, n, MADV_POPULATE_WRITE);
-#else
-    (void)p;
-    (void)n;
-#endif
-}
-
-/* Faults the arena in, chunk by chunk, so that the registrations only lock pages. */
-static void *fault_main(void *arg) {
-    zs_kvt_t *t = arg;
-    for (size_t off = 0; off < t->arena_bytes && !atomic_load(&t->fault_stop); off += t->pin_chunk)
-        fault_in((char *)t->arena + off, t->arena_bytes - off < t->pin_chunk ? t->arena_bytes - off : t->pin_chunk);
-    return NULL;
-}
 
 int zs_kvt_pin_pending(const zs_kvt_t *t) {
     return t != NULL && t->arena != NULL && t->pin_done < t->arena_bytes && atomic_load(&t->pinned) == 0;
@@ -177,7 +154,6 @@ int zs_kvt_pin_pending(const zs_kvt_t *t) {
 int zs_kvt_pin_step(zs_kvt_t *t, zs_err_t *err) {
     if (!zs_kvt_pin_pending(t)) return ZS_OK;
     size_t n = t->arena_bytes - t->pin_done < t->pin_chunk ? t->arena_bytes - t->pin_done : t->pin_chunk;
-    fault_in((char *)t->arena + t->pin_done, n); /* at once when the fault thread has been there */
     int rc = zs_gpu_host_register((char *)t->arena + t->pin_done, n, err);
     if (rc != ZS_OK) { /* the chunks registered so far stay (unregistered at free) */
         atomic_store(&t->pinned, -1);
@@ -245,7 +221,6 @@ static int store_open(zs_kvt_t *t, zs_err_t *err) {
         }
         size_t unit = t->layout.block_bytes / a * (size_t)sysconf(_SC_PAGESIZE); /* lcm */
         t->pin_chunk = (PIN_CHUNK_BYTES / unit > 0 ? PIN_CHUNK_BYTES / unit : 1) * unit;
-        if (pthread_create(&t->fault_th, NULL, fault_main, t) == 0) t->fault_started = 1;
     }
     pthread_mutex_lock(&t->mu);
     t->st.store_open = 1;
@@ -297,10 +272,6 @@ void zs_kvt_free(zs_kvt_t *t) {
     }
     free(t->ex);
     if (t->store) zs_kvstore_flush(t->store, NULL);
-    if (t->fault_started) {
-        atomic_store(&t->fault_stop, 1);
-        pthread_join(t->fault_th, NULL);
-    }
     for (size_t off = 0; off < t->pin_done; off += t->pin_chunk) zs_gpu_host_unregister((char *)t->arena + off);
     zs_kvstore_close(t->store);
     pthread_mutex_destroy(&t->mu);

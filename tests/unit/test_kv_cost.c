@@ -84,6 +84,11 @@ static void test_page_cache_share(void) {
      * ~0.4 s of prefill */
     ZT_CHECK(zs_kv_cost_choose(&warm, 0, 512, disk, NULL, NULL) == 512);
     ZT_CHECK(zs_kv_cost_choose(&cold, 0, 512, disk, NULL, NULL) == 0);
+    /* the host->device probe has not reported yet: the disk rate and the prefill still decide */
+    cold.h2d_gbps = 0;
+    warm.h2d_gbps = 0;
+    ZT_CHECK(zs_kv_cost_choose(&cold, 0, 512, disk, NULL, NULL) == 0);
+    ZT_CHECK(zs_kv_cost_choose(&warm, 0, 512, disk, NULL, NULL) == 512);
 }
 
 int main(void) {
