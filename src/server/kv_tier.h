@@ -24,6 +24,10 @@ typedef struct zs_kvt_opts {
     uint64_t disk_bytes;          /* disk tier capacity; 0 = unlimited */
     int no_fsync;                 /* tests: skip fsync of block files */
     int cuda_device;              /* >= 0: page-lock the host arena for that GPU (zs_kvt_pin_step) */
+    /* the measured host->device rate of the model's GPU (0 while unknown), asked at a restore
+     * while the cost model has none (the server's probe may report after the start); may be NULL */
+    double (*h2d_gbps)(void *ctx);
+    void *h2d_ctx;
 } zs_kvt_opts_t;
 
 typedef struct zs_kvt_stats {

@@ -63,6 +63,7 @@ struct zs_sched {
     uint64_t reached[4];      /* under mu: times each state was entered (zs_sched_wait_state) */
     int want_load, want_unload, want_evict; /* under mu */
     double idle_since;        /* under mu */
+    double pin_busy_at;       /* scheduler thread: busy since / last page-locking step while busy; 0 idle */
     uint64_t load_failures;   /* under mu */
     char load_err[320];       /* under mu */
     int pc_ready;

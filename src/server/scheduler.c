@@ -103,6 +103,14 @@ void sched_push_wait_front(zs_sched_t *s, zs_sreq_t *r) {
     pthread_mutex_unlock(&s->mu);
 }
 
+/* One step of page-locking the KV host tier (kv_tier.h: zs_kvt_pin_step). */
+static void pin_step(zs_sched_t *s) {
+    zs_err_t err = {0};
+    if (zs_kvt_pin_step(s->o.kvt, &err) != 0)
+        zs_slog(&s->log, ZS_LOG_WARN, NULL, "model %s: KV host tier stays pageable (GPU copies are synchronous): %s",
+                s->o.name, err.msg);
+}
+
 static void admit(zs_sched_t *s) {
     while (s->nrun < s->o.max_batch) {
         pthread_mutex_lock(&s->mu);
@@ -695,11 +703,18 @@ static void *sched_main(void *arg) {
                 kv_pre_step(s);
                 did_pre = 1;
             } else if (!waiting && zs_kvt_pin_pending(s->o.kvt)) {
-                zs_err_t err = {0};
-                if (zs_kvt_pin_step(s->o.kvt, &err) != 0)
-                    zs_slog(&s->log, ZS_LOG_WARN, NULL, "model %s: KV host tier stays pageable (GPU copies "
-                            "are synchronous): %s", s->o.name, err.msg);
+                pin_step(s);
                 did_pin = 1;
+            }
+            s->pin_busy_at = 0;
+        } else if (s->nrun > 0 && !s->weights_pending && zs_kvt_pin_pending(s->o.kvt)) {
+            /* busy without a break for a second: one step a second between engine steps */
+            double now = zs_now();
+            if (s->pin_busy_at == 0) {
+                s->pin_busy_at = now;
+            } else if (now - s->pin_busy_at >= 1.0) {
+                pin_step(s);
+                s->pin_busy_at = now;
             }
         }
         zs_kvt_poll(s->o.kvt, s->e, 0);

@@ -182,10 +182,9 @@ static void startup_ended(zs_srv_model_t *m, int64_t seq, int ok, const char *ms
     if (ok == -1) zs_metrics_startup(m->metrics, NULL, 0, 0);
 }
 
-/* The measured rates the KV store's cost model uses: host->device of the model's GPU, and
- * the weights' read rate of this start, as a disk or a page-cache rate by where they came from. */
-static void kv_bandwidth(zs_srv_model_t *m) {
-    if (m->kvt == NULL) return;
+/* The measured host->device rate of the model's GPU (0: unknown, or a CPU model). */
+static double model_h2d_gbps(void *ctx) {
+    zs_srv_model_t *m = ctx;
     zs_res_dev_t devs[ZS_RES_MAX_DEV];
     double h2d = 0;
     int n = zs_res_snapshot(m->res, devs, ZS_RES_MAX_DEV, NULL);
@@ -193,6 +192,14 @@ static void kv_bandwidth(zs_srv_model_t *m) {
         if (devs[i].dev.kind == ZS_DEV_CUDA && m->bo.load.device.kind == ZS_DEV_CUDA &&
             devs[i].dev.index == m->bo.load.device.index)
             h2d = devs[i].h2d_gbps;
+    return h2d;
+}
+
+/* The measured rates the KV store's cost model uses: host->device of the model's GPU, and
+ * the weights' read rate of this start, as a disk or a page-cache rate by where they came from. */
+static void kv_bandwidth(zs_srv_model_t *m) {
+    if (m->kvt == NULL) return;
+    double h2d = model_h2d_gbps(m);
     const zs_bundle_timeline_t *tl = m->b ? &m->b->timeline : NULL;
     double disk = tl && tl->source == ZS_SRC_DISK ? tl->load_gbps : 0;
     double cached = tl && tl->source == ZS_SRC_PAGE_CACHE ? tl->load_gbps : 0;
@@ -463,7 +470,8 @@ int zs_srv_model_load(const zs_server_model_cfg_t *mc, const zs_server_config_t 
         snprintf(extra, sizeof extra, "pool-content:%016llx", (unsigned long long)zs_pool_model_hash(out->b->pooled));
     zs_kvt_opts_t ko = {.host_bytes = cfg->kv_host_bytes, .disk_dir = cfg->kv_disk_dir,
                         .disk_bytes = cfg->kv_disk_bytes, .no_fsync = cfg->kv_no_fsync,
-                        .cuda_device = out->bo.load.device.kind == ZS_DEV_CUDA ? out->bo.load.device.index : -1};
+                        .cuda_device = out->bo.load.device.kind == ZS_DEV_CUDA ? out->bo.load.device.index : -1,
+                        .h2d_gbps = model_h2d_gbps, .h2d_ctx = out};
     if ((rc = zs_kvt_create(&ko, out->b->ckpt, tok_path, extra[0] ? extra : NULL, &out->kvt, err))) goto fail_release;
     /* the warm-up's full-step prefill: the cost model's first prefill rate */
     zs_kvt_note_prefill(out->kvt, warm_tokens, (double)warm_tokens * (double)(warm_tokens - 1) / 2, warm_prefill_s);
