@@ -242,8 +242,8 @@ int zs_kvt_bind(zs_kvt_t *t, zs_engine_t *e, zs_err_t *err) {
     /* until measured (weights read from the disk or the page cache, restores from disk) */
     if (t->cost.disk_gbps <= 0) t->cost.disk_gbps = 2.0;
     if (t->cost.disk_cached_gbps <= 0) t->cost.disk_cached_gbps = 16.0;
-    /* a CPU model's "device" is host memory: no h2d rate is measured, so the cost model restores
-     * everything (a memcpy beats a CPU prefill by orders of magnitude) */
+    /* a CPU model's "device" is host memory (no h2d rate): restoring wins against a CPU prefill
+     * by orders of magnitude */
     int rc = store_open(t, err);
     if (rc != ZS_OK) return rc;
     t->bound_once = 1;
@@ -387,9 +387,10 @@ int zs_kvt_restore_import(zs_kvt_t *t, zs_engine_t *e, int32_t seq, int32_t gpu_
     /* the job (disk reads) and the import call, not the time the request waited for room */
     r->seconds = js.seconds + (zs_now() - t0);
     /* a job of enough disk blocks, all in the page cache or none: its read rate */
-    if (js.disk_blocks >= 8 && js.seconds > 0 && (r->disk_cached >= 0.99 || (r->disk_cached >= 0 && r->disk_cached <= 0.01))) {
+    int all_cached = r->disk_cached >= 0.99, none_cached = r->disk_cached >= 0 && r->disk_cached <= 0.01;
+    if (js.disk_blocks >= 8 && js.seconds > 0 && (all_cached || none_cached)) {
         double gbps = (double)js.disk_blocks * (double)t->layout.block_bytes / js.seconds / 1e9;
-        double *rate = r->disk_cached >= 0.99 ? &t->cost.disk_cached_gbps : &t->cost.disk_gbps;
+        double *rate = all_cached ? &t->cost.disk_cached_gbps : &t->cost.disk_gbps;
         *rate = 0.5 * *rate + 0.5 * gbps;
     }
     return r->imported;
