@@ -344,7 +344,8 @@ int zs_kvt_restore_begin(zs_kvt_t *t, const zs_kv_ns_t *ns, const int32_t *ids, 
     size_t run = rc == ZS_OK ? zs_kvstore_lookup(t->store, ns, keys + gpu_blocks, (size_t)n, tiers) : 0;
     int32_t to = gpu_blocks;
     r->disk_cached = -1;
-    if (run > 0 && t->cost.h2d_gbps <= 0 && t->o.h2d_gbps) t->cost.h2d_gbps = t->o.h2d_gbps(t->o.h2d_ctx);
+    if (run > 0 && t->o.cuda_device >= 0 && t->cost.h2d_gbps <= 0 && t->o.h2d_gbps) /* a CPU model has none */
+        t->cost.h2d_gbps = t->o.h2d_gbps(t->o.h2d_ctx);
     if (run > 0) {
         zs_kv_cost_t c = t->cost;
         r->disk_cached = disk_cached_share(t, ns, keys + gpu_blocks, tiers, run);
