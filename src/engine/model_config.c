@@ -319,6 +319,27 @@ void zs_model_rope_inv_freq(const zs_model_config_t *c, float *inv_freq, float *
     }
 }
 
+/* Extreme but finite RoPE parameters (a linear factor of 1e-300, a YaRN beta of 1e-310) give
+ * infinite or NaN frequencies, which would silently turn every attention score into NaN;
+ * such configs are refused here, where the frequencies are derived exactly as they are used. */
+static int check_rope_frequencies(const zs_model_config_t *c, zs_err_t *err) {
+    float inv[ZS_MODEL_MAX_HEAD_DIM / 2];
+    float af = 0;
+    zs_model_rope_inv_freq(c, inv, &af);
+    if (!isfinite(af) || !(af > 0))
+        return zs_err_set(err, ZS_ERANGE,
+                          CFG ": rope parameters give attention factor %g (must be positive "
+                              "and finite)",
+                          (double)af);
+    for (int i = 0; i < c->head_dim / 2; i++)
+        if (!isfinite(inv[i]) || inv[i] < 0)
+            return zs_err_set(err, ZS_ERANGE,
+                              CFG ": rope parameters give frequency %d = %g (theta %g, factor "
+                                  "%g); it must be finite and not negative",
+                              i, (double)inv[i], c->rope_theta, c->rope_factor);
+    return 0;
+}
+
 /* --- layers with sliding-window attention --------------------------------------------- */
 
 static int parse_sliding(const json_t *root, zs_model_config_t *c, zs_err_t *err) {
@@ -515,6 +536,7 @@ static int parse_root(const json_t *root, zs_model_config_t *c, zs_err_t *err) {
     }
 
     if ((rc = parse_rope(root, c, err))) return rc;
+    if ((rc = check_rope_frequencies(c, err))) return rc;
     if ((rc = parse_sliding(root, c, err))) return rc;
 
     int32_t nb = 0;

@@ -147,6 +147,16 @@ BAD_CONFIGS = [
     ("yarn_factor", base_config(rope_scaling={"rope_type": "yarn", "factor": 0.5}),
      "rope_scaling.factor"),
     ("linear_no_factor", base_config(rope_scaling={"type": "linear"}), "rope_scaling.factor"),
+    # finite parameters whose derived frequencies are infinite or NaN (found by the fuzzer)
+    ("linear_tiny_factor", base_config(rope_scaling={"rope_type": "linear", "factor": 1e-300}),
+     "rope parameters give frequency"),
+    ("llama3_tiny_factor", base_config(rope_scaling={
+        "rope_type": "llama3", "factor": 1e-300, "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}),
+     "rope parameters give frequency"),
+    ("yarn_tiny_beta", base_config(rope_scaling={"rope_type": "yarn", "factor": 2.0,
+                                                 "beta_fast": 1e-310}),
+     "rope parameters give frequency"),
     ("arch", base_config(architectures=["GPTNeoXForCausalLM"]), "architectures[0]"),
     ("two_archs", base_config(architectures=["LlamaForCausalLM", "MistralForCausalLM"]),
      "architectures"),
