@@ -143,6 +143,8 @@ typedef struct zs_kvstore_opts {
     zs_kv_disk_opts_t disk;      /* disk.dir NULL: no disk tier */
     uint32_t queue_depth;        /* pending disk writes; 0 = 4096 */
     int readers;                 /* threads reading disk blocks for fetch jobs; 0 = 4 */
+    int read_delay_ms;           /* testing aid: a fetch job's reader sleeps this long before
+                                    each disk block (a slow disk); default 0 */
 } zs_kvstore_opts_t;
 
 typedef struct zs_kvstore_stats {
@@ -175,25 +177,33 @@ int zs_kvstore_fetch(zs_kvstore_t *s, const zs_kv_ns_t *ns, const zs_kv_key_t *k
 /* Fetch jobs: pin a prefix of blocks in host memory, reading the ones only on disk on the
  * store's reader threads (in parallel, each verified, straight into host slots). */
 typedef struct zs_kvstore_job zs_kvstore_job_t;
-typedef void (*zs_kvstore_job_cb)(void *ctx);
+/* A job's progress: finished = 0 when its usable prefix grew by ZS_KVSTORE_PROGRESS_BLOCKS
+ * blocks (zs_kvstore_job_ready tells how far), 1 once, when it finished. */
+typedef void (*zs_kvstore_job_cb)(void *ctx, int finished);
+#define ZS_KVSTORE_PROGRESS_BLOCKS 16
 typedef struct zs_kvstore_job_stats {
     size_t host_blocks, disk_blocks; /* of the usable prefix, by the tier that had them */
     double seconds;                  /* begin -> finished */
 } zs_kvstore_job_stats_t;
 /* Starts a job over keys[0..n): blocks in the host tier are pinned at once, the run of blocks
  * found in some tier is the job's extent, and the disk blocks in it are read in the
- * background; done(ctx) is called from a reader thread when they are (not when nothing was
- * on disk: then zs_kvstore_job_finished is already 1). done must be quick (signal a
- * condition variable). */
+ * background (in order, on the reader threads); cb(ctx, ...) is called from a reader thread
+ * as the usable prefix grows and when the reads are done (not when nothing was on disk: then
+ * zs_kvstore_job_finished is already 1). cb must be quick (signal a condition variable). */
 int zs_kvstore_fetch_begin(zs_kvstore_t *s, const zs_kv_ns_t *ns, const zs_kv_key_t *keys, size_t n,
-                           zs_kvstore_job_cb done, void *ctx, zs_kvstore_job_t **out, zs_err_t *err);
+                           zs_kvstore_job_cb cb, void *ctx, zs_kvstore_job_t **out, zs_err_t *err);
 int zs_kvstore_job_finished(const zs_kvstore_job_t *j);
 void zs_kvstore_job_wait(zs_kvstore_job_t *j);
+/* Before the job finished: the number of leading blocks already pinned in host memory (their
+ * payloads, in the data array zs_kvstore_job_result gives, are final and may be used at once);
+ * the rest may still come. Once finished it equals zs_kvstore_job_result's count. */
+size_t zs_kvstore_job_ready(zs_kvstore_job_t *j);
 /* Once finished: the number of leading keys now pinned in host memory (a miss, a damaged or
  * tampered file, or a full host tier ends the prefix) and their payloads in (*data)[i], valid
- * until zs_kvstore_job_free. 0 while not finished. */
+ * until zs_kvstore_job_free. 0 while not finished (data is set either way). */
 size_t zs_kvstore_job_result(const zs_kvstore_job_t *j, const void *const **data, zs_kvstore_job_stats_t *st);
-/* The tier block i of a finished job came from (ZS_KV_TIER_NONE beyond its usable prefix). */
+/* The tier block i of the usable prefix came from (ZS_KV_TIER_NONE beyond it); i must be below
+ * a count zs_kvstore_job_ready or zs_kvstore_job_result returned. */
 zs_kv_tier_t zs_kvstore_job_tier(const zs_kvstore_job_t *j, size_t i);
 /* Stops what has not started, waits for reads in flight, unpins, frees. NULL is a no-op. */
 void zs_kvstore_job_free(zs_kvstore_job_t *j);

@@ -61,6 +61,7 @@ typedef struct zs_server_config {
     char *kv_disk_dir;           /* disk tier directory (a subdirectory per model); NULL = none */
     uint64_t kv_disk_bytes;      /* disk tier capacity per model; 0 = unlimited */
     int kv_no_fsync;             /* testing aid: block files without fsync */
+    int kv_read_delay_ms;        /* testing aid: sleep before each KV block read from disk */
     int prewarm;                 /* bring scaled-to-zero models back ahead of predicted
                                     requests (docs/server.md); default 0 */
     double prewarm_threshold;    /* probability of a request within the start-up lead time

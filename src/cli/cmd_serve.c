@@ -114,6 +114,7 @@ int zs_cmd_serve(int argc, char **argv) {
         INT_OPT("--threads", 0, 1024, cfg.threads = (int)n)
         INT_OPT("--shutdown-timeout", 0, 86400, cfg.shutdown_timeout_s = (double)n)
         INT_OPT("--step-delay-ms", 0, 10000, cfg.step_delay_ms = (int)n)
+        INT_OPT("--kv-read-delay-ms", 0, 10000, cfg.kv_read_delay_ms = (int)n)
         SIZE_OPT("--kv-mem", kv = sz)
         SIZE_OPT("--max-body", cfg.max_body = (size_t)sz)
         SIZE_OPT("--device-mem", (cfg.device_mem = sz, dmem_given = 1))

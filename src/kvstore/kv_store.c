@@ -1,11 +1,14 @@
 /* The kvstore store: host + disk tiers, longest-prefix lookup, fetch (synchronous, or as a
- * job on reader threads that bring disk blocks into pinned host slots in parallel), put and
+ * job on reader threads that bring disk blocks into pinned host slots in parallel, its usable
+ * prefix visible while it grows), put and
  * reserve/commit with asynchronous write-back to disk from one writer thread through a
  * bounded queue. Queued write-backs borrow the host copy (pinned) instead of copying it. */
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/clock.h"
 #include "kvstore/kv_internal.h"
@@ -30,6 +33,8 @@ struct zs_kvstore_job {
     size_t n;                     /* keys considered (present in some tier at begin) */
     size_t next;                  /* next index a reader takes (under s->mu) */
     size_t outstanding;           /* disk reads not finished (under s->mu) */
+    size_t ready;                 /* leading blocks done and usable (under s->mu) */
+    size_t notified;              /* ready when the callback was last called (under s->mu) */
     int queued, cancel;
     double t0, t_done;
     zs_kvstore_job_cb done;
@@ -47,6 +52,7 @@ struct zs_kvstore {
     pthread_t writer;
     pthread_t *readers;
     int nreaders;
+    int read_delay_ms;            /* testing aid (zs_kvstore_opts_t) */
     int writer_started, stopping, writing;
     kvs_item_t *q;
     uint32_t qcap, qhead, qlen;
@@ -124,6 +130,11 @@ static int job_read_one(zs_kvstore_t *s, zs_kvstore_job_t *j, size_t i) {
         return JOB_FAIL; /* being filled by someone else: not usable now */
     }
     if (rc != ZS_OK) return JOB_FAIL;
+    if (s->read_delay_ms > 0) {
+        struct timespec d = {s->read_delay_ms / 1000, (long)(s->read_delay_ms % 1000) * 1000000L};
+        while (nanosleep(&d, &d) != 0 && errno == EINTR) {
+        }
+    }
     size_t got = 0;
     rc = zs_kv_disk_get(s->disk, &j->ns, k, slot, s->block_bytes, &got, NULL);
     if (rc != ZS_OK || got != s->block_bytes) {
@@ -157,6 +168,16 @@ static void *kvs_reader_main(void *arg) {
         pthread_mutex_lock(&s->mu);
         j->state[i] = (int8_t)st;
         if (st == JOB_DISK) s->promotions++;
+        while (j->ready < j->n && j->state[j->ready] > 0) j->ready++;
+        if (j->outstanding > 1 && !j->cancel && j->done &&
+            j->ready >= j->notified + ZS_KVSTORE_PROGRESS_BLOCKS) {
+            /* still counted in outstanding: j (and the owner of ctx) cannot go meanwhile */
+            j->notified = j->ready;
+            zs_kvstore_job_cb cb = j->done;
+            pthread_mutex_unlock(&s->mu);
+            cb(j->ctx, 0);
+            pthread_mutex_lock(&s->mu);
+        }
         if (--j->outstanding == 0) {
             /* j may be freed as soon as finished is set: take what the callback needs first */
             zs_kvstore_job_cb cb = j->cancel ? NULL : j->done;
@@ -165,7 +186,7 @@ static void *kvs_reader_main(void *arg) {
             atomic_store(&j->finished, 1);
             pthread_cond_broadcast(&s->cv_job);
             pthread_mutex_unlock(&s->mu);
-            if (cb) cb(ctx);
+            if (cb) cb(ctx, 1);
             pthread_mutex_lock(&s->mu);
         }
     }
@@ -208,6 +229,7 @@ int zs_kvstore_fetch_begin(zs_kvstore_t *s, const zs_kv_ns_t *ns, const zs_kv_ke
         }
     }
     j->n = i;
+    while (j->ready < j->n && j->state[j->ready] == JOB_HOST) j->ready++;
     if (todo == 0) {
         j->t_done = zs_now();
         atomic_store(&j->finished, 1);
@@ -235,6 +257,13 @@ void zs_kvstore_job_wait(zs_kvstore_job_t *j) {
     pthread_mutex_unlock(&s->mu);
 }
 
+size_t zs_kvstore_job_ready(zs_kvstore_job_t *j) {
+    pthread_mutex_lock(&j->s->mu);
+    size_t r = j->ready;
+    pthread_mutex_unlock(&j->s->mu);
+    return r;
+}
+
 size_t zs_kvstore_job_result(const zs_kvstore_job_t *j, const void *const **data, zs_kvstore_job_stats_t *st) {
     size_t ok = 0;
     if (atomic_load(&j->finished))
@@ -252,7 +281,7 @@ size_t zs_kvstore_job_result(const zs_kvstore_job_t *j, const void *const **data
 }
 
 zs_kv_tier_t zs_kvstore_job_tier(const zs_kvstore_job_t *j, size_t i) {
-    if (!atomic_load(&j->finished) || i >= j->n) return ZS_KV_TIER_NONE;
+    if (i >= j->n) return ZS_KV_TIER_NONE; /* i below a ready count: its state is final */
     return j->state[i] == JOB_HOST ? ZS_KV_TIER_HOST : j->state[i] == JOB_DISK ? ZS_KV_TIER_DISK : ZS_KV_TIER_NONE;
 }
 
@@ -329,6 +358,7 @@ int zs_kvstore_open(const zs_kvstore_opts_t *opts, zs_kvstore_t **out, zs_err_t 
             else s->writer_started = 1;
         }
         int nr = opts->readers > 0 ? opts->readers : 4;
+        s->read_delay_ms = opts->read_delay_ms > 0 ? opts->read_delay_ms : 0;
         if (rc == ZS_OK && (s->readers = calloc((size_t)nr, sizeof *s->readers)) == NULL)
             rc = zs_err_set(err, ZS_ENOMEM, "kv store: out of memory for %d readers", nr);
         for (int i = 0; rc == ZS_OK && i < nr; i++) {

@@ -197,6 +197,7 @@ static int store_open(zs_kvt_t *t, zs_err_t *err) {
         so.disk.layout = desc;
         so.disk.capacity = t->o.disk_bytes;
         so.disk.no_fsync = t->o.no_fsync;
+        so.read_delay_ms = t->o.read_delay_ms;
     }
     if (t->layout.block_bytes > t->o.host_bytes)
         return zs_err_set(err, ZS_EINVAL, "kv store: host tier of %llu bytes holds no KV block of %zu bytes",
@@ -371,28 +372,54 @@ int zs_kvt_restore_begin(zs_kvt_t *t, const zs_kv_ns_t *ns, const int32_t *ids, 
 
 int zs_kvt_restore_import(zs_kvt_t *t, zs_engine_t *e, int32_t seq, int32_t gpu_blocks, zs_kvt_restore_t *r,
                           zs_err_t *err) {
-    r->imported = r->host_blocks = r->disk_blocks = 0;
-    if (r->job == NULL || gpu_blocks < r->from) return 0;
+    if (r->job == NULL || r->complete) return r->imported;
+    if (!r->started) {
+        r->started = 1;
+        r->base = gpu_blocks;
+        if (gpu_blocks < r->from) { /* the restore no longer joins the sequence */
+            r->complete = 1;
+            return 0;
+        }
+    }
+    if (gpu_blocks != r->base)
+        return zs_err_set(err, ZS_EINVAL, "kv restore: import at block %d after one at block %d", gpu_blocks,
+                          r->base);
+    const int finished = zs_kvstore_job_finished(r->job);
     const void *const *data = NULL;
     zs_kvstore_job_stats_t js;
-    size_t ok = zs_kvstore_job_result(r->job, &data, &js), skip = (size_t)(gpu_blocks - r->from);
-    if (ok <= skip) return 0;
+    size_t ok = finished ? zs_kvstore_job_result(r->job, &data, &js) : zs_kvstore_job_ready(r->job);
+    if (!finished) (void)zs_kvstore_job_result(r->job, &data, NULL);
+    const size_t skip = (size_t)(r->base - r->from), have = skip + (size_t)r->imported;
     double t0 = zs_now();
-    int rc = zs_engine_seq_import(e, seq, data + skip, (int32_t)(ok - skip), err);
-    if (rc != ZS_OK) return rc;
-    r->imported = (int32_t)(ok - skip);
-    for (size_t i = skip; i < ok; i++) {
-        if (zs_kvstore_job_tier(r->job, i) == ZS_KV_TIER_DISK) r->disk_blocks++;
-        else r->host_blocks++;
+    if (ok > have) {
+        int rc = zs_engine_seq_import(e, seq, data + have, (int32_t)(ok - have), err);
+        if (rc != ZS_OK) {
+            r->seconds = zs_now() - r->t0;
+            return rc;
+        }
+        for (size_t i = have; i < ok; i++) {
+            if (zs_kvstore_job_tier(r->job, i) == ZS_KV_TIER_DISK) r->disk_blocks++;
+            else r->host_blocks++;
+        }
+        r->imported += (int32_t)(ok - have);
+        if (!finished) r->early += (int32_t)(ok - have);
     }
-    /* the job (disk reads) and the import call, not the time the request waited for room */
-    r->seconds = js.seconds + (zs_now() - t0);
+    if (!finished) return r->imported;
+    r->tail_s += zs_now() - t0;
+    r->complete = 1;
+    /* the job (disk reads) and the import calls after it, not the time the request waited for room */
+    r->seconds = js.seconds + r->tail_s;
     /* a job of enough disk blocks, all in the page cache or none: its read rate */
     int all_cached = r->disk_cached >= 0.99, none_cached = r->disk_cached >= 0 && r->disk_cached <= 0.01;
     if (js.disk_blocks >= 8 && js.seconds > 0 && (all_cached || none_cached)) {
         double gbps = (double)js.disk_blocks * (double)t->layout.block_bytes / js.seconds / 1e9;
         double *rate = all_cached ? &t->cost.disk_cached_gbps : &t->cost.disk_gbps;
         *rate = 0.5 * *rate + 0.5 * gbps;
+    }
+    if (r->early > 0) {
+        pthread_mutex_lock(&t->mu);
+        t->st.restore_overlapped_blocks += (uint64_t)r->early;
+        pthread_mutex_unlock(&t->mu);
     }
     return r->imported;
 }

@@ -23,6 +23,7 @@ typedef struct zs_kvt_opts {
                                      identity); NULL = no disk tier */
     uint64_t disk_bytes;          /* disk tier capacity; 0 = unlimited */
     int no_fsync;                 /* tests: skip fsync of block files */
+    int read_delay_ms;            /* tests: a slow disk (zs_kvstore_opts_t) */
     int cuda_device;              /* >= 0: page-lock the host arena for that GPU (zs_kvt_pin_step) */
     /* the measured host->device rate of the model's GPU (0 while unknown), asked at a restore
      * while the cost model has none (the server's probe may report after the start); may be NULL */
@@ -33,6 +34,7 @@ typedef struct zs_kvt_opts {
 typedef struct zs_kvt_stats {
     uint64_t exported_blocks, export_dropped;
     uint64_t skipped_by_cost;     /* restorable blocks the cost model chose to recompute */
+    uint64_t restore_overlapped_blocks; /* restored blocks imported while their job still read */
     zs_kvstore_stats_t store;
     int store_open;
     int host_pinned;              /* the host arena: 1 page-locked, 0 not (yet, or not asked), -1 failed */
@@ -79,10 +81,17 @@ typedef struct zs_kvt_restore {
     double t0;
     double est_restore_s, est_recompute_s;
     double disk_cached;           /* sampled share of the run's disk blocks in the page cache; -1 none */
-    /* after zs_kvt_restore_import */
-    int32_t imported, host_blocks, disk_blocks;
-    double seconds;               /* the job (disk reads into host memory) + the import call; on a
-                                     GPU the copies it queues run before the next step (in TTFT) */
+    /* zs_kvt_restore_import */
+    int32_t base;                 /* the sequence's blocks before the first import */
+    int32_t imported;             /* blocks appended so far */
+    int started, complete;        /* an import ran; the job finished and all of it is in */
+    int32_t early;                /* blocks imported while the job was still reading */
+    double tail_s;                /* import calls after the job finished */
+    int32_t host_blocks, disk_blocks; /* of the blocks imported, by the tier that had them */
+    /* once complete (or an import failed) */
+    double seconds;               /* the job (disk reads into host memory) + the import calls after
+                                     it; on a GPU the copies they queue run before the next step
+                                     (in TTFT) */
 } zs_kvt_restore_t;
 
 /* The prompt's blocks [gpu_blocks, max_blocks) (gpu_blocks come from the GPU prefix cache):
@@ -92,11 +101,14 @@ typedef struct zs_kvt_restore {
 int zs_kvt_restore_begin(zs_kvt_t *t, const zs_kv_ns_t *ns, const int32_t *ids, int32_t gpu_blocks,
                          int32_t max_blocks, zs_kvstore_job_cb done, void *ctx, zs_kvt_restore_t *r,
                          zs_err_t *err);
-/* Job finished: appends the restored blocks that follow the sequence's gpu_blocks blocks (the GPU
- * cache may have grown or shrunk since the job began: blocks it has now are skipped, and when
- * it lost some the restore no longer joins and nothing is imported) and returns how many; the
- * host copies stay pinned until zs_kvt_restore_end. ZS_EBUSY when the KV cache has no room
- * (nothing imported). */
+/* Appends to seq the restored blocks that are ready and not appended yet, and returns how many
+ * it holds from the restore in all (r->imported). It may be called while the job still reads
+ * (the blocks read so far go to the device while the rest are read), then again until
+ * r->complete. The first call fixes where the restore joins: the sequence's gpu_blocks blocks
+ * (the GPU cache may have grown or shrunk since the job began: blocks it has now are skipped,
+ * and when it lost some the restore no longer joins and nothing is imported); later calls must
+ * pass the same. The host copies stay pinned until zs_kvt_restore_end. ZS_EBUSY when the KV
+ * cache has no room (nothing more imported). */
 int zs_kvt_restore_import(zs_kvt_t *t, zs_engine_t *e, int32_t seq, int32_t gpu_blocks, zs_kvt_restore_t *r,
                           zs_err_t *err);
 /* Releases the job (after a forward step or sync, once the imports have been copied). */

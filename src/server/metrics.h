@@ -57,6 +57,7 @@ typedef struct zs_model_gauges {
     /* per-model counters */
     int64_t kvs_host_evictions, kvs_disk_evictions, kvs_writes, kvs_writes_dropped, kvs_write_errors;
     int64_t kvs_rejected, kvs_exported_blocks, kvs_export_dropped, kvs_skipped_by_cost;
+    int64_t kvs_restore_overlapped;
     int64_t ctx_precomputed;
     int64_t kv_prefetches, kv_prefetched_blocks; /* predicted prefixes brought back while idle */
 } zs_model_gauges_t;

@@ -95,6 +95,10 @@ struct zs_sched {
 void sched_finish(zs_sched_t *s, zs_sreq_t *r, const char *reason, int err_status, const char *err_msg);
 void sched_finish_unqueued(zs_sched_t *s, zs_sreq_t *r, int err_status, const char *msg);
 int64_t sched_free_budget(zs_sched_t *s);
+/* Worst-case KV blocks of the whole request. */
+int64_t sched_need_blocks(const zs_sched_t *s, const zs_sreq_t *r);
+/* A sequence for r: the first mb blocks forked from prefix-cache owner `owner`, or empty. */
+int sched_new_seq(zs_sched_t *s, zs_sreq_t *r, int32_t mb, int32_t owner, zs_err_t *err);
 zs_sreq_t *sched_pop_wait(zs_sched_t *s);
 void sched_push_wait_front(zs_sched_t *s, zs_sreq_t *r);
 
@@ -107,6 +111,7 @@ void kv_release_seq(zs_sched_t *s, zs_sreq_t *r);
 void kv_evict_holder(zs_sched_t *s, int32_t idx);
 void kv_save_holders(zs_sched_t *s);
 void kv_collect_fetches(zs_sched_t *s);
+void kv_fail_fetches(zs_sched_t *s, int status, const char *msg);
 int kv_plan(zs_sched_t *s, zs_sreq_t *r, int32_t maxb);
 int32_t kv_import(zs_sched_t *s, zs_sreq_t *r, int32_t mb);
 void kv_register_prefix(zs_sched_t *s, zs_sreq_t *r);

@@ -10,10 +10,12 @@
 #include "common/clock.h"
 #include "server/sched_internal.h"
 
-/* Gives a restore job back (its host copies unpinned); call once the imported blocks have
- * been copied, i.e. after a forward step or a sync. */
+/* Gives a restore job back (its host copies unpinned), after the copies of the blocks it
+ * imported (waits for them unless a forward step or a sync has). */
 void kv_restore_end(zs_sched_t *s, zs_sreq_t *r) {
-    if (r->s.rs.job) zs_kvt_restore_end(s->o.kvt, &r->s.rs);
+    if (r->s.rs.job == NULL) return;
+    if (r->s.rs.imported > 0 && s->e) (void)zs_engine_sync(s->e, NULL);
+    zs_kvt_restore_end(s->o.kvt, &r->s.rs);
 }
 
 /* The tokens whose KV the request's sequence holds: the prompt, then its generated tokens
@@ -118,7 +120,8 @@ void kv_save_holders(zs_sched_t *s) {
 }
 
 /* A fetch job's disk reads finished (a store reader thread). */
-static void kv_fetch_done(void *ctx) {
+static void kv_fetch_done(void *ctx, int finished) {
+    (void)finished; /* progress or the end: the scheduler looks at its fetches either way */
     zs_sched_t *s = ctx;
     pthread_mutex_lock(&s->mu);
     s->kv_wake++;
@@ -126,13 +129,28 @@ static void kv_fetch_done(void *ctx) {
     pthread_mutex_unlock(&s->mu);
 }
 
-/* Requests whose disk reads are done go back to the head of the queue; cancelled ones end. */
+/* Appends what a fetching request's job has read so far to its sequence (its copies to the
+ * device run while the rest is read). An import that fails ends the restore: the blocks in
+ * stay, the rest of the prompt is prefilled. */
+static void kv_import_ready(zs_sched_t *s, zs_sreq_t *r) {
+    if (r->s.rs.job == NULL) return;
+    zs_err_t err = {0};
+    int k = zs_kvt_restore_import(s->o.kvt, s->e, r->s.seq, r->s.gpu_blocks, &r->s.rs, &err);
+    if (k >= 0) return;
+    zs_slog(&s->log, ZS_LOG_WARN, r->id, "kv restore: import failed after %d blocks, prefilling the rest: %s",
+            r->s.rs.imported, err.msg);
+    kv_restore_end(s, r);
+}
+
+/* Requests whose disk reads are done go back to the head of the queue; cancelled ones end.
+ * Those that have a sequence take in the blocks read so far. */
 void kv_collect_fetches(zs_sched_t *s) {
     zs_sreq_t **pp = &s->fetch_head;
     while (*pp) {
         zs_sreq_t *r = *pp;
         int c = atomic_load(&r->cancel);
-        if (c == ZS_CANCEL_NONE && !zs_kvstore_job_finished(r->s.rs.job)) {
+        if (c == ZS_CANCEL_NONE && r->s.seq >= 0) kv_import_ready(s, r);
+        if (c == ZS_CANCEL_NONE && r->s.rs.job && !zs_kvstore_job_finished(r->s.rs.job)) {
             pp = &r->s.next;
             continue;
         }
@@ -151,6 +169,19 @@ void kv_collect_fetches(zs_sched_t *s) {
     }
 }
 
+/* Ends every request waiting for its disk reads (a failed start), its sequence freed. */
+void kv_fail_fetches(zs_sched_t *s, int status, const char *msg) {
+    while (s->fetch_head) {
+        zs_sreq_t *r = s->fetch_head;
+        s->fetch_head = r->s.next;
+        r->s.next = NULL;
+        pthread_mutex_lock(&s->mu);
+        s->nfetch--;
+        pthread_mutex_unlock(&s->mu);
+        sched_finish_unqueued(s, r, status, msg);
+    }
+}
+
 /* First look at a request: its namespace, and a restore from the store when the store holds
  * more of its prompt than the GPU cache. Returns 1 when r left the queue to wait for disk. */
 int kv_plan(zs_sched_t *s, zs_sreq_t *r, int32_t maxb) {
@@ -166,6 +197,12 @@ int kv_plan(zs_sched_t *s, zs_sreq_t *r, int32_t maxb) {
     if (rc < 0) zs_slog(&s->log, ZS_LOG_WARN, r->id, "kv restore: %s", err.msg);
     if (rc != 1 || zs_kvstore_job_finished(r->s.rs.job)) return 0;
     r->s.kv_phase = KV_FETCHING;
+    /* With room for the whole request now, it gets its sequence at once and takes in blocks as
+     * they are read (kv_collect_fetches); else they are all imported at admission. */
+    zs_err_t serr = {0};
+    if (sched_need_blocks(s, r) - mb <= sched_free_budget(s) && sched_new_seq(s, r, mb, owner, &serr) != 0)
+        zs_slog(&s->log, ZS_LOG_DEBUG, r->id, "kv restore: no sequence while reading (imported at admission): %s",
+                serr.msg);
     (void)sched_pop_wait(s); /* r is the head */
     r->s.next = s->fetch_head;
     s->fetch_head = r;
@@ -408,5 +445,6 @@ void kv_gauges(zs_model_gauges_t *g, const zs_kvt_stats_t *st) {
     g->kvs_exported_blocks = (int64_t)st->exported_blocks;
     g->kvs_export_dropped = (int64_t)st->export_dropped;
     g->kvs_skipped_by_cost = (int64_t)st->skipped_by_cost;
+    g->kvs_restore_overlapped = (int64_t)st->restore_overlapped_blocks;
 }
 

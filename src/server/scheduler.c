@@ -70,13 +70,18 @@ void sched_finish_unqueued(zs_sched_t *s, zs_sreq_t *r, int err_status, const ch
     zs_sreq_release(r);
 }
 
+static int64_t still_needs(zs_sched_t *s, const zs_sreq_t *r) {
+    int32_t have = zs_engine_seq_blocks(s->e, r->s.seq, NULL);
+    return r->s.need_blocks > have ? r->s.need_blocks - have : 0;
+}
+
+/* Free KV blocks less what admitted requests (running, or reading their prefix from disk into
+ * a sequence of their own) may still take. */
 int64_t sched_free_budget(zs_sched_t *s) {
     int64_t avail = (int64_t)zs_kv_free_blocks(zs_engine_kv(s->e));
-    for (int i = 0; i < s->nrun; i++) {
-        zs_sreq_t *r = s->run[i];
-        int32_t have = zs_engine_seq_blocks(s->e, r->s.seq, NULL);
-        if (r->s.need_blocks > have) avail -= r->s.need_blocks - have;
-    }
+    for (int i = 0; i < s->nrun; i++) avail -= still_needs(s, s->run[i]);
+    for (const zs_sreq_t *r = s->fetch_head; r; r = r->s.next)
+        if (r->s.seq >= 0) avail -= still_needs(s, r);
     return avail;
 }
 
@@ -111,6 +116,21 @@ static void pin_step(zs_sched_t *s) {
                 s->o.name, err.msg);
 }
 
+int64_t sched_need_blocks(const zs_sched_t *s, const zs_sreq_t *r) {
+    return (r->nprompt + r->max_tokens + s->bs - 1) / s->bs;
+}
+
+int sched_new_seq(zs_sched_t *s, zs_sreq_t *r, int32_t mb, int32_t owner, zs_err_t *err) {
+    int32_t seq = -1;
+    int rc = mb > 0 ? zs_engine_seq_fork_prefix(s->e, s->pc.owners[owner].seq, (int64_t)mb * s->bs, &seq, err)
+                    : zs_engine_seq_new(s->e, &seq, err);
+    if (rc != 0) return rc;
+    r->s.seq = seq;
+    r->s.gpu_blocks = mb;
+    r->s.need_blocks = sched_need_blocks(s, r);
+    return 0;
+}
+
 static void admit(zs_sched_t *s) {
     while (s->nrun < s->o.max_batch) {
         pthread_mutex_lock(&s->mu);
@@ -121,29 +141,32 @@ static void admit(zs_sched_t *s) {
             sched_finish_unqueued(s, sched_pop_wait(s), 499, "request cancelled");
             continue;
         }
-        int64_t need = (r->nprompt + r->max_tokens + s->bs - 1) / s->bs;
+        int64_t need = sched_need_blocks(s, r);
         int32_t maxb = (r->nprompt - 1) / s->bs;
         if (r->s.kv_phase == KV_NEW && kv_plan(s, r, maxb)) continue;
+        /* early: its sequence was made (and filled as blocks were read) while its disk reads ran */
+        const int early = r->s.seq >= 0;
         int32_t owner = -1;
-        int32_t mb = zs_pcache_match(&s->pc, &r->s.ns, r->prompt, r->nprompt, maxb, &owner);
+        int32_t mb = early ? r->s.gpu_blocks : zs_pcache_match(&s->pc, &r->s.ns, r->prompt, r->nprompt, maxb, &owner);
+        int64_t held = early ? zs_engine_seq_blocks(s->e, r->s.seq, NULL) : mb;
         int64_t avail = sched_free_budget(s);
-        if (need - mb > avail && s->pre.active && s->pre.seq >= 0) { /* precompute yields its memory */
+        if (need - held > avail && s->pre.active && s->pre.seq >= 0) { /* precompute yields its memory */
             kv_pre_end(s, ZS_CTX_PENDING, NULL);
             avail = sched_free_budget(s);
         }
-        while (need - mb > avail) {
+        while (need - held > avail) {
             int32_t h = zs_pcache_lru_holder(&s->pc);
             if (h < 0) break;
             kv_evict_holder(s, h);
-            mb = zs_pcache_match(&s->pc, &r->s.ns, r->prompt, r->nprompt, maxb, &owner);
+            if (!early) held = mb = zs_pcache_match(&s->pc, &r->s.ns, r->prompt, r->nprompt, maxb, &owner);
             avail = sched_free_budget(s);
         }
-        if (need - mb > avail && s->nrun == 0 && zs_kvt_pending(s->o.kvt) > 0) {
+        if (need - held > avail && s->nrun == 0 && zs_kvt_pending(s->o.kvt) > 0) {
             /* the evicted holders' blocks stay taken until their copies to the store land */
             zs_kvt_poll(s->o.kvt, s->e, 1);
             avail = sched_free_budget(s);
         }
-        if (need - mb > avail) {
+        if (need - held > avail) {
             if (s->nrun == 0) {
                 char msg[200];
                 snprintf(msg, sizeof msg,
@@ -156,18 +179,16 @@ static void admit(zs_sched_t *s) {
             return; /* wait for running requests to finish */
         }
         r = sched_pop_wait(s);
-        zs_err_t err = {0};
-        int32_t seq = -1;
-        int rc = mb > 0 ? zs_engine_seq_fork_prefix(s->e, s->pc.owners[owner].seq,
-                                                    (int64_t)mb * s->bs, &seq, &err)
-                        : zs_engine_seq_new(s->e, &seq, &err);
-        if (rc != 0) {
-            zs_slog(&s->log, ZS_LOG_ERROR, r->id, "admission: %s", err.msg);
-            kv_restore_end(s, r);
-            sched_finish_unqueued(s, r, 500, err.msg);
-            continue;
+        if (!early) {
+            zs_err_t err = {0};
+            if (sched_new_seq(s, r, mb, owner, &err) != 0) {
+                zs_slog(&s->log, ZS_LOG_ERROR, r->id, "admission: %s", err.msg);
+                kv_restore_end(s, r);
+                sched_finish_unqueued(s, r, 500, err.msg);
+                continue;
+            }
         }
-        r->s.seq = seq;
+        int32_t seq = r->s.seq;
         int32_t imported = kv_import(s, r, mb);
         r->s.pos = (int64_t)(mb + imported) * s->bs;
         r->s.prefilling = 1;
@@ -494,6 +515,7 @@ static void load_failed(zs_sched_t *s, const char *rid, const zs_err_t *err) {
         for (int i = 0; i < s->nrun; i++)
             if (!s->run[i]->s.finished) sched_finish(s, s->run[i], NULL, 503, msg);
         compact_run(s);
+        kv_fail_fetches(s, 503, msg);
         sched_unload(s, "load failed");
     }
     s->e = NULL;

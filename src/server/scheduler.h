@@ -86,6 +86,7 @@ struct zs_sreq {
         int32_t owner;           /* prefix-cache owner index, -1 */
         zs_kv_ns_t ns;           /* KV namespace (model identity + cache_salt) */
         int kv_phase;            /* KV_* in scheduler.c */
+        int32_t gpu_blocks;      /* seq made while its disk reads run: the blocks it forked */
         zs_kvt_restore_t rs;     /* restore from the store in progress */
         int32_t *out_ids;        /* generated tokens (kept for the session's KV) */
         int64_t nout, out_cap;

@@ -470,6 +470,7 @@ int zs_srv_model_load(const zs_server_model_cfg_t *mc, const zs_server_config_t 
         snprintf(extra, sizeof extra, "pool-content:%016llx", (unsigned long long)zs_pool_model_hash(out->b->pooled));
     zs_kvt_opts_t ko = {.host_bytes = cfg->kv_host_bytes, .disk_dir = cfg->kv_disk_dir,
                         .disk_bytes = cfg->kv_disk_bytes, .no_fsync = cfg->kv_no_fsync,
+                        .read_delay_ms = cfg->kv_read_delay_ms,
                         .cuda_device = out->bo.load.device.kind == ZS_DEV_CUDA ? out->bo.load.device.index : -1,
                         .h2d_gbps = model_h2d_gbps, .h2d_ctx = out};
     if ((rc = zs_kvt_create(&ko, out->b->ckpt, tok_path, extra[0] ? extra : NULL, &out->kvt, err))) goto fail_release;

@@ -9,6 +9,7 @@ import glob
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -105,6 +106,46 @@ def test_disk_tier_survives_restart(zerostart, model, tmp_path):
         assert srv.metrics()['zerostart_kv_prompt_tokens_total{source="disk"}'] == 288
     # the same prompt names the same blocks in every process (stable keys, no seeds)
     assert set(names) <= set(os.path.basename(f) for f in glob.glob(os.path.join(kvdir, "*", "*", "*.kvb")))
+
+
+def test_restore_takes_in_blocks_while_the_rest_are_read(zerostart_asan, model, tmp_path):
+    """A restore from a slow disk (a reader sleeps 100 ms before each block) gives the request
+    its sequence at once and appends the blocks read so far while the rest are still read, so
+    their copies into the KV cache overlap the reads; the answer is the one computed before.
+    A client that goes away while its blocks are read frees the sequence, and the blocks it
+    had taken in serve the next request from the GPU cache. (ASan build.)"""
+    d, vocab = model
+    kvdir = str(tmp_path / "kv")
+    p = ids(500, 9, vocab)  # 31 full blocks before the last token
+    args = ("--name", "tiny", "--kv-mem", "1M", "--kv-host", "16M", "--kv-disk", kvdir)
+    with Server(zerostart_asan, d, *args) as srv:
+        t1, u1 = complete(srv, p)
+        assert kv(u1)["computed_tokens"] == 500
+    with Server(zerostart_asan, d, *args, "--kv-read-delay-ms", "100") as srv:
+        srv.wait_metric('zerostart_kv_store_disk_blocks{model="tiny"}', lambda v: v >= 31)
+        t2, u2 = complete(srv, p)
+        assert kv(u2)["disk_tokens"] == 496 and kv(u2)["gpu_tokens"] == 0
+        assert kv(u2)["computed_tokens"] == 4
+        assert t2 == t1
+        m = srv.metrics()
+        # the first progress report comes after 16 blocks, with 15 still to read
+        assert m['zerostart_kv_restore_overlapped_blocks_total{model="tiny"}'] >= 16
+        assert m['zerostart_kv_blocks_in_use{model="tiny"}'] == 0
+    with Server(zerostart_asan, d, *args, "--kv-read-delay-ms", "100") as srv:
+        srv.wait_metric('zerostart_kv_store_disk_blocks{model="tiny"}', lambda v: v >= 31)
+        body = json.dumps({"model": "tiny", "prompt": p, "max_tokens": 8, "temperature": 0,
+                           "stream": True}).encode()
+        sock = socket.create_connection(("127.0.0.1", srv.port), timeout=60)
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        srv.wait_metric('zerostart_kv_restore_overlapped_blocks_total{model="tiny"}', lambda v: v >= 16)
+        sock.close()  # gone while the rest of its blocks are read
+        srv.wait_metric("zerostart_requests_cancelled_total", lambda v: v >= 1)
+        srv.wait_metric('zerostart_kv_blocks_in_use{model="tiny"}', lambda v: v == 0)
+        t3, u3 = complete(srv, p)
+        assert kv(u3)["gpu_tokens"] >= 256  # what the cancelled request had taken in
+        assert kv(u3)["gpu_tokens"] + restored(u3) + kv(u3)["computed_tokens"] == 500
+        assert t3 == t1
 
 
 def test_tenants_never_share(zerostart, model, tmp_path):

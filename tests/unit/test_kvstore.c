@@ -744,8 +744,9 @@ typedef struct job_wait {
     int calls;
 } job_wait_t;
 
-static void job_done_cb(void *ctx) {
+static void job_done_cb(void *ctx, int finished) {
     job_wait_t *w = ctx;
+    if (!finished) return; /* progress: 12-block jobs make none (ZS_KVSTORE_PROGRESS_BLOCKS) */
     pthread_mutex_lock(&w->mu);
     w->calls++;
     pthread_cond_broadcast(&w->cv);
@@ -839,6 +840,81 @@ static void test_fetch_jobs(void) {
     rm_rf(d);
 }
 
+/* Progress of a job with one reader thread: the callback runs on it, so while it runs the
+ * job cannot move; each progress call sees the usable prefix grown by the step, unfinished,
+ * with final payloads; then one call when finished. */
+typedef struct job_progress {
+    pthread_mutex_t mu; /* held by the test while it starts the job and records j */
+    zs_kvstore_job_t *j;
+    size_t last, calls, bad;
+    int finished_calls;
+} job_progress_t;
+
+static void job_progress_cb(void *ctx, int finished) {
+    job_progress_t *p = ctx;
+    pthread_mutex_lock(&p->mu);
+    if (finished) {
+        p->finished_calls++;
+        pthread_mutex_unlock(&p->mu);
+        return;
+    }
+    size_t r = zs_kvstore_job_ready(p->j);
+    const void *const *data = NULL;
+    (void)zs_kvstore_job_result(p->j, &data, NULL);
+    uint8_t blk[BLK];
+    if (zs_kvstore_job_finished(p->j) || r != p->last + ZS_KVSTORE_PROGRESS_BLOCKS) p->bad++;
+    for (size_t i = p->last; i < r && data; i++) {
+        fill(blk, BLK, 14, (uint32_t)i);
+        if (memcmp(data[i], blk, BLK) != 0) p->bad++;
+    }
+    p->last = r;
+    p->calls++;
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void test_fetch_job_progress(void) {
+    enum { N = 40 };
+    char d[64];
+    ZT_REQUIRE(tmpdir(d));
+    int32_t ids[N * 4];
+    for (int i = 0; i < N * 4; i++) ids[i] = 11 * i + 5;
+    zs_kv_ns_t ns;
+    zs_kv_key_t k[N];
+    keys_for("m", "progress", ids, N * 4, &ns, k);
+    zs_kvstore_t *s = open_store(d, 64 * BLK, 0, 64);
+    ZT_REQUIRE(s);
+    uint8_t blk[BLK];
+    zs_err_t e = {0};
+    for (int i = 0; i < N; i++) {
+        fill(blk, BLK, 14, (uint32_t)i);
+        ZT_CHECK(zs_kvstore_put(s, &ns, &k[i], (uint64_t)i, blk, BLK, &e) == ZS_OK);
+    }
+    ZT_CHECK(zs_kvstore_flush(s, &e) == ZS_OK);
+    zs_kvstore_close(s);
+    zs_kvstore_opts_t o = {.host_capacity = 64 * BLK, .block_bytes = BLK, .queue_depth = 64, .readers = 1};
+    o.disk.dir = d;
+    o.disk.layout = LAYOUT;
+    o.disk.no_fsync = 1;
+    s = NULL;
+    ZT_REQUIRE(zs_kvstore_open(&o, &s, &e) == ZS_OK);
+    job_progress_t p = {.j = NULL};
+    pthread_mutex_init(&p.mu, NULL);
+    zs_kvstore_job_t *j = NULL;
+    pthread_mutex_lock(&p.mu);
+    ZT_REQUIRE(zs_kvstore_fetch_begin(s, &ns, k, N, job_progress_cb, &p, &j, &e) == ZS_OK);
+    p.j = j;
+    pthread_mutex_unlock(&p.mu);
+    zs_kvstore_job_wait(j);
+    ZT_CHECK_MSG(p.bad == 0, "%zu bad progress observations", p.bad);
+    ZT_CHECK_MSG(p.calls == (N - 1) / ZS_KVSTORE_PROGRESS_BLOCKS, "%zu progress calls", p.calls);
+    ZT_CHECK(zs_kvstore_job_ready(j) == N && zs_kvstore_job_result(j, NULL, NULL) == N);
+    zs_kvstore_job_free(j);
+    zs_kvstore_close(s); /* joins the reader: its last call has returned */
+    ZT_CHECK(p.finished_calls == 1);
+    pthread_mutex_destroy(&p.mu);
+    rm_rf(d);
+}
+
 /* zs_kv_disk_cached: a block file just written is in the page cache, one whose pages were
  * dropped (fdatasync + POSIX_FADV_DONTNEED, effective on ext4 / xfs / btrfs) is not, and a
  * read brings it back; keys not on disk or of another namespace are unknown (-1). */
@@ -893,5 +969,6 @@ int main(void) {
     ZT_RUN(test_host_only_store);
     ZT_RUN(test_reserve_commit);
     ZT_RUN(test_fetch_jobs);
+    ZT_RUN(test_fetch_job_progress);
     return ZT_DONE();
 }
