@@ -402,7 +402,12 @@ int zs_kvt_restore_import(zs_kvt_t *t, zs_engine_t *e, int32_t seq, int32_t gpu_
             else r->host_blocks++;
         }
         r->imported += (int32_t)(ok - have);
-        if (!finished) r->early += (int32_t)(ok - have);
+        if (!finished) {
+            r->early += (int32_t)(ok - have);
+            pthread_mutex_lock(&t->mu);
+            t->st.restore_overlapped_blocks += ok - have;
+            pthread_mutex_unlock(&t->mu);
+        }
     }
     if (!finished) return r->imported;
     r->tail_s += zs_now() - t0;
@@ -415,11 +420,6 @@ int zs_kvt_restore_import(zs_kvt_t *t, zs_engine_t *e, int32_t seq, int32_t gpu_
         double gbps = (double)js.disk_blocks * (double)t->layout.block_bytes / js.seconds / 1e9;
         double *rate = all_cached ? &t->cost.disk_cached_gbps : &t->cost.disk_gbps;
         *rate = 0.5 * *rate + 0.5 * gbps;
-    }
-    if (r->early > 0) {
-        pthread_mutex_lock(&t->mu);
-        t->st.restore_overlapped_blocks += (uint64_t)r->early;
-        pthread_mutex_unlock(&t->mu);
     }
     return r->imported;
 }

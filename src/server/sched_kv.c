@@ -47,6 +47,7 @@ static int32_t register_owner(zs_sched_t *s, const zs_kv_ns_t *ns, int32_t seq, 
  * computed, so that the next turn prefills only its new message. */
 void kv_release_seq(zs_sched_t *s, zs_sreq_t *r) {
     kv_restore_end(s, r);
+    if (s->e == NULL) r->s.seq = -1; /* gone with the engine */
     if (r->s.seq < 0) return;
     zs_err_t err = {0};
     int64_t len = zs_engine_seq_len(s->e, r->s.seq);

@@ -516,6 +516,8 @@ static void load_failed(zs_sched_t *s, const char *rid, const zs_err_t *err) {
             if (!s->run[i]->s.finished) sched_finish(s, s->run[i], NULL, 503, msg);
         compact_run(s);
         kv_fail_fetches(s, 503, msg);
+        zs_sreq_t *w; /* while the engine exists: a request whose reads finished holds a sequence */
+        while ((w = sched_pop_wait(s)) != NULL) sched_finish_unqueued(s, w, 503, msg);
         sched_unload(s, "load failed");
     }
     s->e = NULL;
