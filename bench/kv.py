@@ -413,6 +413,9 @@ class Bench:
                "restore_s": kv.get("restore_s"), "restore_gbps": kv.get("restore_gbps"),
                "skipped_by_cost_blocks": srv.gauge("zerostart_kv_restore_skipped_blocks_total", after)
                - srv.gauge("zerostart_kv_restore_skipped_blocks_total", before),
+               # blocks copied into the KV cache while the same restore still read from disk
+               "overlapped_blocks": srv.gauge("zerostart_kv_restore_overlapped_blocks_total", after)
+               - srv.gauge("zerostart_kv_restore_overlapped_blocks_total", before),
                "output": r["text"], "server": srv.label}
         if r["ttft_s"] is None:
             self.anomaly(f"{case} {n}: no text in the response (output {r['text']!r})")

@@ -11,68 +11,33 @@ must come back from the host tier with the same greedy output as the first time.
 
     python3 tests/gpu/kv_evict_admit.py ZEROSTART_BINARY MODEL_DIR [DEVICE, default cuda:0]
 Standard library only."""
-import http.client
-import json
-import os
-import re
-import subprocess
 import sys
-import tempfile
-import time
+
+from gpu_server import Server
 
 BS = 16  # the engine's KV block size (tokens)
-
-
-def post(port, body):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-    c.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"})
-    r = c.getresponse()
-    data = r.read()
-    c.close()
-    return r.status, json.loads(data)
-
-
-def metric(port, name):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    c.request("GET", "/metrics")
-    text = c.getresponse().read().decode()
-    c.close()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def main():
     binary, model = sys.argv[1], sys.argv[2]
     device = sys.argv[3] if len(sys.argv) > 3 else "cuda:0"
-    log = tempfile.NamedTemporaryFile(prefix="zs-kv-evict-", suffix=".log", delete=False)
-    proc = subprocess.Popen([binary, "serve", model, "--name", "m", "--device", device, "--port", "0",
-                             "--kv-mem", "8M", "--kv-host", "64M", "--keep-alive", "0", "--warmup", "off"],
-                            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        port = None
-        deadline = time.monotonic() + 120
-        while port is None and time.monotonic() < deadline and proc.poll() is None:
-            m = re.search(rb"listening on http://[^:]+:(\d+)", open(log.name, "rb").read())
-            port = int(m.group(1)) if m else None
-            time.sleep(0.05)
-        if port is None:
-            print(open(log.name, errors="replace").read()[-2000:])
+    with Server(binary, model, "--name", "m", "--device", device, "--kv-mem", "8M", "--kv-host", "64M",
+                "--keep-alive", "0", "--warmup", "off") as srv:
+        if srv.port is None:
+            print(srv.tail())
             return fail("server did not start")
-        status, _ = post(port, {"model": "m", "prompt": [5, 6, 7], "max_tokens": 1})  # loads the model
+        status, _ = srv.post({"model": "m", "prompt": [5, 6, 7], "max_tokens": 1})  # loads the model
         if status != 200:
             return fail(f"first request: HTTP {status}")
-        blocks = int(metric(port, "zerostart_kv_blocks_total"))
+        blocks = int(srv.metric("zerostart_kv_blocks_total"))
         if blocks < 8:
             return fail(f"the KV cache holds {blocks} blocks: too few for the check")
         a = [10 + i % 200 for i in range((blocks * 2 // 3) * BS + 1)]
         b = [20 + i % 180 for i in range((blocks - 2) * BS)]  # needs the whole cache but A's blocks
-        sa, ra = post(port, {"model": "m", "prompt": a, "max_tokens": 4, "temperature": 0})
-        sb, rb = post(port, {"model": "m", "prompt": b, "max_tokens": 2, "temperature": 0})
-        exported = metric(port, "zerostart_kv_exported_blocks_total")
-        sa2, ra2 = post(port, {"model": "m", "prompt": a, "max_tokens": 4, "temperature": 0})
+        sa, ra = srv.post({"model": "m", "prompt": a, "max_tokens": 4, "temperature": 0})
+        sb, rb = srv.post({"model": "m", "prompt": b, "max_tokens": 2, "temperature": 0})
+        exported = srv.metric("zerostart_kv_exported_blocks_total")
+        sa2, ra2 = srv.post({"model": "m", "prompt": a, "max_tokens": 4, "temperature": 0})
         print(f"cache {blocks} blocks; A {len(a)} tokens -> {sa}; B {len(b)} tokens -> {sb} {rb.get('error', '')}; "
               f"exported {exported:.0f} blocks; A again -> {sa2}, usage {ra2.get('usage', {}).get('kv_cache')}")
         if sa != 200 or sb != 200 or sa2 != 200:
@@ -85,14 +50,6 @@ def main():
         if host <= 0:
             return fail("A's prefix did not come back from the host tier")
         return 0
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-        os.unlink(log.name)
 
 
 def fail(msg):

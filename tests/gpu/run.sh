@@ -21,6 +21,8 @@ check cli_load_verify_cpu "$BIN" load "$MODEL" --device cpu --verify
 check cli_bad_device bad_device
 # admission waits for the asynchronous copies of holders it evicted to the KV store
 check kv_evict_admit python3 tests/gpu/kv_evict_admit.py "$BIN" "$MODEL"
+# a restore from a slow disk copies blocks into the KV cache while the rest are read
+check kv_restore_overlap python3 tests/gpu/kv_restore_overlap.py "$BIN" "$MODEL"
 # CUDA engine against the CPU engine on the well-conditioned tiny models of every variant
 # (transformers-style initialisation, see tests/gpu/tiny_gpu_models.py; needs numpy and
 # safetensors), with both attention kernels; decode steps run as CUDA graphs
