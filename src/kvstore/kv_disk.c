@@ -370,12 +370,18 @@ int zs_kv_disk_get(zs_kv_disk_t *d, const zs_kv_ns_t *ns, const zs_kv_key_t *key
         return zs_err_set(err, ZS_ERANGE, "kv disk get %.16s: buffer of %zu bytes, block has %llu", hex, cap,
                           (unsigned long long)m.payload_bytes);
     }
-    if (rc == ZS_OK) {
-        r = read_full(fd, buf, (size_t)m.payload_bytes, KVF_HDR_BYTES);
-        if (r < 0) rc = zs_err_set(err, ZS_EIO, "kv disk get: read %s: %s", path, strerror(errno));
-        else if (r == 0) rc = zs_err_set(err, ZS_EFORMAT, "%s: truncated payload", path);
+    if (rc == ZS_OK) { /* read and checksum a chunk at a time (kvf_check_t) */
+        kvf_check_t chk;
+        kvf_check_begin(&chk);
+        for (size_t off = 0; rc == ZS_OK && off < m.payload_bytes; off += KVF_READ_CHUNK) {
+            size_t n = m.payload_bytes - off < KVF_READ_CHUNK ? (size_t)(m.payload_bytes - off) : KVF_READ_CHUNK;
+            r = read_full(fd, (char *)buf + off, n, KVF_HDR_BYTES + off);
+            if (r < 0) rc = zs_err_set(err, ZS_EIO, "kv disk get: read %s: %s", path, strerror(errno));
+            else if (r == 0) rc = zs_err_set(err, ZS_EFORMAT, "%s: truncated payload", path);
+            else kvf_check_update(&chk, (const char *)buf + off, n);
+        }
+        if (rc == ZS_OK) rc = kvf_check_end(&chk, &m, path, err);
     }
-    if (rc == ZS_OK) rc = kvf_verify(hdr, &m, buf, path, err);
     close(fd);
     if (rc == ZS_EFORMAT) {
         disk_reject(d, key, path, &st);

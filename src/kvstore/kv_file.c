@@ -1,9 +1,8 @@
 /* The kvstore block file format (layout in kv_internal.h): header encoding, header parsing
- * and validation, payload digest verification. Pure functions over bytes. */
+ * and validation, payload digests (whole, or checked a chunk at a time as it is read). Pure
+ * functions over bytes. */
 #include <stdio.h>
 #include <string.h>
-
-#include <xxhash.h>
 
 #include "kvstore/kv_internal.h"
 
@@ -34,13 +33,16 @@ static uint64_t get_u64(const uint8_t *p) {
     return v;
 }
 
-void kv_payload_digest(const void *payload, size_t n, uint8_t out[ZS_KV_HASH_BYTES]) {
-    XXH128_hash_t h = XXH3_128bits(payload, n);
+static void digest_bytes(XXH128_hash_t h, uint8_t out[ZS_KV_HASH_BYTES]) {
     for (int i = 0; i < 8; i++) {
         out[i] = (uint8_t)(h.high64 >> (56 - 8 * i));
         out[8 + i] = (uint8_t)(h.low64 >> (56 - 8 * i));
     }
     memset(out + 16, 0, ZS_KV_HASH_BYTES - 16);
+}
+
+void kv_payload_digest(const void *payload, size_t n, uint8_t out[ZS_KV_HASH_BYTES]) {
+    digest_bytes(XXH3_128bits(payload, n), out);
 }
 
 /* Header bytes with header_sum zeroed. */
@@ -109,11 +111,13 @@ int kvf_parse(const uint8_t *hdr, size_t n, const char *what, kvf_meta_t *m, zs_
     return ZS_OK;
 }
 
-int kvf_verify(const uint8_t hdr[KVF_HDR_BYTES], const kvf_meta_t *m, const void *payload, const char *what,
-               zs_err_t *err) {
-    (void)hdr; /* m->sum came from it, and kvf_parse checked it against header_sum */
+void kvf_check_begin(kvf_check_t *c) { (void)XXH3_128bits_reset(&c->st); }
+
+void kvf_check_update(kvf_check_t *c, const void *chunk, size_t n) { (void)XXH3_128bits_update(&c->st, chunk, n); }
+
+int kvf_check_end(kvf_check_t *c, const kvf_meta_t *m, const char *what, zs_err_t *err) {
     uint8_t s[ZS_KV_HASH_BYTES];
-    kv_payload_digest(payload, (size_t)m->payload_bytes, s);
+    digest_bytes(XXH3_128bits_digest(&c->st), s);
     if (memcmp(s, m->sum, ZS_KV_HASH_BYTES) != 0) return zs_err_set(err, ZS_EFORMAT, "%s: checksum mismatch", what);
     return ZS_OK;
 }

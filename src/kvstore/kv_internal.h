@@ -6,6 +6,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
+#include <xxhash.h>
+
 #include "zerostart/kvstore.h"
 
 /* SHA-256 over the concatenation of n parts (libcrypto EVP). 0 or ZS_ENOMEM/ZS_EIO. */
@@ -88,8 +91,17 @@ int kvf_encode(kvf_meta_t *m, const void *payload, uint8_t out[KVF_HDR_BYTES], z
 /* Parses and checks a header (magic, version, size, layout string, header_sum). what names the
  * file in messages. ZS_EFORMAT on any violation. */
 int kvf_parse(const uint8_t *hdr, size_t n, const char *what, kvf_meta_t *m, zs_err_t *err);
-/* Checks the payload digest of a parsed header against payload. ZS_EFORMAT on mismatch. */
-int kvf_verify(const uint8_t hdr[KVF_HDR_BYTES], const kvf_meta_t *m, const void *payload, const char *what,
-               zs_err_t *err);
+/* Checks the payload digest of a parsed header while the payload is read, a chunk at a time:
+ * each chunk is hashed while it is still in the CPU cache (KVF_READ_CHUNK), which saves a
+ * pass over memory against hashing the whole payload after reading it (a restore reading from
+ * the page cache on many threads is bound by memory bandwidth). */
+#define KVF_READ_CHUNK ((size_t)256 << 10)
+typedef struct kvf_check {
+    XXH3_state_t st;
+} kvf_check_t;
+void kvf_check_begin(kvf_check_t *c);
+void kvf_check_update(kvf_check_t *c, const void *chunk, size_t n);
+/* The payload's digest against m->sum. ZS_EFORMAT on mismatch. */
+int kvf_check_end(kvf_check_t *c, const kvf_meta_t *m, const char *what, zs_err_t *err);
 
 #endif
