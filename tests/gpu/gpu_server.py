@@ -5,8 +5,16 @@ import json
 import os
 import re
 import subprocess
+import sys
 import tempfile
 import time
+
+BS = 16  # the engine's KV block size (tokens)
+
+
+def check_args():
+    """ZEROSTART_BINARY MODEL_DIR [DEVICE, default cuda:0] from the command line."""
+    return sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "cuda:0"
 
 
 class Server:

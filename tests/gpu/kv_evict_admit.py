@@ -13,14 +13,11 @@ must come back from the host tier with the same greedy output as the first time.
 Standard library only."""
 import sys
 
-from gpu_server import Server
-
-BS = 16  # the engine's KV block size (tokens)
+from gpu_server import BS, Server, check_args
 
 
 def main():
-    binary, model = sys.argv[1], sys.argv[2]
-    device = sys.argv[3] if len(sys.argv) > 3 else "cuda:0"
+    binary, model, device = check_args()
     with Server(binary, model, "--name", "m", "--device", device, "--kv-mem", "8M", "--kv-host", "64M",
                 "--keep-alive", "0", "--warmup", "off") as srv:
         if srv.port is None:

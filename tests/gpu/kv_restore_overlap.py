@@ -14,14 +14,11 @@ import shutil
 import sys
 import tempfile
 
-from gpu_server import Server
-
-BS = 16  # the engine's KV block size (tokens)
+from gpu_server import BS, Server, check_args
 
 
 def main():
-    binary, model = sys.argv[1], sys.argv[2]
-    device = sys.argv[3] if len(sys.argv) > 3 else "cuda:0"
+    binary, model, device = check_args()
     kvdir = tempfile.mkdtemp(prefix="zs-kv-overlap-")
     args = ("--name", "m", "--device", device, "--kv-mem", "16M", "--kv-host", "64M", "--kv-disk", kvdir,
             "--keep-alive", "0", "--warmup", "off")
