@@ -37,10 +37,9 @@ double zs_kv_cost_disk_gbps(const zs_kv_cost_t *m, double cached_frac) {
 
 double zs_kv_cost_restore_block_s(const zs_kv_cost_t *m, zs_kv_tier_t tier) {
     double bytes = (double)m->block_bytes;
-    double t = m->per_block_s;
-    if (m->h2d_gbps > 0) t += bytes / (m->h2d_gbps * 1e9);
-    if (tier == ZS_KV_TIER_DISK && m->disk_gbps > 0) t += bytes / (m->disk_gbps * 1e9);
-    return t;
+    double copy = m->h2d_gbps > 0 ? bytes / (m->h2d_gbps * 1e9) : 0;
+    double read = tier == ZS_KV_TIER_DISK && m->disk_gbps > 0 ? bytes / (m->disk_gbps * 1e9) : 0;
+    return m->per_block_s + (m->overlap ? (copy > read ? copy : read) : copy + read);
 }
 
 int32_t zs_kv_cost_choose(const zs_kv_cost_t *m, int32_t from, int32_t to, const zs_kv_tier_t *tiers,

@@ -20,6 +20,9 @@ typedef struct zs_kv_cost {
     double attn_ratio;          /* attention cost of one token per earlier position, relative to
                                    the linear cost of one token (zs_kv_cost_attn_ratio) */
     double per_block_s;         /* fixed cost of restoring one block (lookups, copies' launch) */
+    int overlap;                /* 1: disk reads overlap the host->device copies (the request
+                                   takes blocks in as they are read), so a disk block costs the
+                                   slower of the two; 0: the copies follow the reads */
     size_t block_bytes;
     int32_t block_size;
 } zs_kv_cost_t;
@@ -33,7 +36,8 @@ double zs_kv_cost_recompute_s(const zs_kv_cost_t *m, int32_t a, int32_t b);
 /* The rate of reading block files of which a fraction cached_frac (0..1) is in the page
  * cache: the harmonic mix of the two rates (0 when one is needed and unknown). */
 double zs_kv_cost_disk_gbps(const zs_kv_cost_t *m, double cached_frac);
-/* Seconds to restore one block from tier (disk: at disk_gbps; see zs_kv_cost_disk_gbps). */
+/* Seconds to restore one block from tier (disk: at disk_gbps, see zs_kv_cost_disk_gbps; plus
+ * the copy to the device, or the slower of the two with overlap). */
 double zs_kv_cost_restore_block_s(const zs_kv_cost_t *m, zs_kv_tier_t tier);
 
 /* Blocks [from, to) can be restored, tiers[i - from] telling from where. Returns k in

@@ -330,7 +330,7 @@ double zs_kvt_prefill_rate(const zs_kvt_t *t) { return t->cost.prefill_tok_s; }
 /* --- restore ---------------------------------------------------------------------------------- */
 
 int zs_kvt_restore_begin(zs_kvt_t *t, const zs_kv_ns_t *ns, const int32_t *ids, int32_t gpu_blocks,
-                         int32_t max_blocks, zs_kvstore_job_cb done, void *ctx, zs_kvt_restore_t *r,
+                         int32_t max_blocks, int overlap, zs_kvstore_job_cb done, void *ctx, zs_kvt_restore_t *r,
                          zs_err_t *err) {
     memset(r, 0, sizeof *r);
     if (t->store == NULL || max_blocks <= gpu_blocks) return 0;
@@ -349,6 +349,7 @@ int zs_kvt_restore_begin(zs_kvt_t *t, const zs_kv_ns_t *ns, const int32_t *ids, 
         t->cost.h2d_gbps = t->o.h2d_gbps(t->o.h2d_ctx);
     if (run > 0) {
         zs_kv_cost_t c = t->cost;
+        c.overlap = overlap;
         r->disk_cached = disk_cached_share(t, ns, keys + gpu_blocks, tiers, run);
         if (r->disk_cached >= 0) c.disk_gbps = zs_kv_cost_disk_gbps(&t->cost, r->disk_cached);
         to = zs_kv_cost_choose(&c, gpu_blocks, gpu_blocks + (int32_t)run, tiers, &r->est_restore_s,

@@ -95,11 +95,12 @@ typedef struct zs_kvt_restore {
 } zs_kvt_restore_t;
 
 /* The prompt's blocks [gpu_blocks, max_blocks) (gpu_blocks come from the GPU prefix cache):
- * finds the run of them in the store, lets the cost model cut it, and starts a fetch job.
+ * finds the run of them in the store, lets the cost model cut it (overlap: the caller will
+ * import blocks while the rest are read, zs_kvt_restore_import), and starts a fetch job.
  * Returns 1 with r->job set (done(ctx) is called when its disk reads finish, unless it is
  * finished already: zs_kvstore_job_finished), 0 when nothing is worth restoring. */
 int zs_kvt_restore_begin(zs_kvt_t *t, const zs_kv_ns_t *ns, const int32_t *ids, int32_t gpu_blocks,
-                         int32_t max_blocks, zs_kvstore_job_cb done, void *ctx, zs_kvt_restore_t *r,
+                         int32_t max_blocks, int overlap, zs_kvstore_job_cb done, void *ctx, zs_kvt_restore_t *r,
                          zs_err_t *err);
 /* Appends to seq the restored blocks that are ready and not appended yet, and returns how many
  * it holds from the restore in all (r->imported). It may be called while the job still reads

@@ -194,14 +194,16 @@ int kv_plan(zs_sched_t *s, zs_sreq_t *r, int32_t maxb) {
     }
     int32_t owner = -1;
     int32_t mb = zs_pcache_match(&s->pc, &r->s.ns, r->prompt, r->nprompt, maxb, &owner);
-    int rc = zs_kvt_restore_begin(s->o.kvt, &r->s.ns, r->prompt, mb, maxb, kv_fetch_done, s, &r->s.rs, &err);
+    /* With room for the whole request now, a request that reads from disk gets its sequence at
+     * once and takes blocks in as they are read (kv_collect_fetches); else they are all
+     * imported at admission. */
+    int room = sched_need_blocks(s, r) - mb <= sched_free_budget(s);
+    int rc = zs_kvt_restore_begin(s->o.kvt, &r->s.ns, r->prompt, mb, maxb, room, kv_fetch_done, s, &r->s.rs, &err);
     if (rc < 0) zs_slog(&s->log, ZS_LOG_WARN, r->id, "kv restore: %s", err.msg);
     if (rc != 1 || zs_kvstore_job_finished(r->s.rs.job)) return 0;
     r->s.kv_phase = KV_FETCHING;
-    /* With room for the whole request now, it gets its sequence at once and takes in blocks as
-     * they are read (kv_collect_fetches); else they are all imported at admission. */
     zs_err_t serr = {0};
-    if (sched_need_blocks(s, r) - mb <= sched_free_budget(s) && sched_new_seq(s, r, mb, owner, &serr) != 0)
+    if (room && sched_new_seq(s, r, mb, owner, &serr) != 0)
         zs_slog(&s->log, ZS_LOG_DEBUG, r->id, "kv restore: no sequence while reading (imported at admission): %s",
                 serr.msg);
     (void)sched_pop_wait(s); /* r is the head */
@@ -336,7 +338,8 @@ void kv_pre_step(zs_sched_t *s) {
             kv_pre_end(s, ZS_CTX_READY, NULL);
             return;
         }
-        int rc = zs_kvt_restore_begin(s->o.kvt, &p->ns, p->ctx.ids, p->gpu_blocks, nb, kv_fetch_done, s, &p->rs, &err);
+        int rc = zs_kvt_restore_begin(s->o.kvt, &p->ns, p->ctx.ids, p->gpu_blocks, nb, 0, kv_fetch_done, s, &p->rs,
+                                      &err);
         if (rc != 1 && p->predicted) { /* nothing to bring back: a prediction is never computed */
             kv_pre_end(s, ZS_CTX_PENDING, NULL);
             return;

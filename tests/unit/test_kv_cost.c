@@ -27,6 +27,13 @@ static void test_shapes(void) {
     double host = zs_kv_cost_restore_block_s(&m, ZS_KV_TIER_HOST), disk = zs_kv_cost_restore_block_s(&m, ZS_KV_TIER_DISK);
     ZT_CHECK(disk > host && host > 0);
     ZT_CHECK(fabs(host - ((double)(2 << 20) / 50e9 + 2e-6)) < 1e-12);
+    ZT_CHECK(fabs(disk - ((double)(2 << 20) / 50e9 + (double)(2 << 20) / 1.7e9 + 2e-6)) < 1e-12);
+    /* reads overlapping the copies: a disk block costs the slower of the two */
+    m.overlap = 1;
+    ZT_CHECK(fabs(zs_kv_cost_restore_block_s(&m, ZS_KV_TIER_DISK) - ((double)(2 << 20) / 1.7e9 + 2e-6)) < 1e-12);
+    ZT_CHECK(zs_kv_cost_restore_block_s(&m, ZS_KV_TIER_HOST) == host);
+    m.disk_gbps = 100; /* a read faster than the copy */
+    ZT_CHECK(fabs(zs_kv_cost_restore_block_s(&m, ZS_KV_TIER_DISK) - host) < 1e-12);
 }
 
 static void test_choices(void) {
