@@ -120,7 +120,7 @@ void kv_save_holders(zs_sched_t *s) {
                 s->o.name, (long long)holders, (unsigned long long)saved);
 }
 
-/* A fetch job's disk reads finished (a store reader thread). */
+/* A fetch job read more blocks or finished (a store reader thread). */
 static void kv_fetch_done(void *ctx, int finished) {
     (void)finished; /* progress or the end: the scheduler looks at its fetches either way */
     zs_sched_t *s = ctx;
