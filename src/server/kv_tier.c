@@ -388,8 +388,8 @@ int zs_kvt_restore_import(zs_kvt_t *t, zs_engine_t *e, int32_t seq, int32_t gpu_
     const int finished = zs_kvstore_job_finished(r->job);
     const void *const *data = NULL;
     zs_kvstore_job_stats_t js;
-    size_t ok = finished ? zs_kvstore_job_result(r->job, &data, &js) : zs_kvstore_job_ready(r->job);
-    if (!finished) (void)zs_kvstore_job_result(r->job, &data, NULL);
+    size_t ok = zs_kvstore_job_result(r->job, &data, &js); /* the payloads; the count once finished */
+    if (!finished) ok = zs_kvstore_job_ready(r->job);
     const size_t skip = (size_t)(r->base - r->from), have = skip + (size_t)r->imported;
     double t0 = zs_now();
     if (ok > have) {
