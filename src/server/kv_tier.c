@@ -404,17 +404,15 @@ int zs_kvt_restore_import(zs_kvt_t *t, zs_engine_t *e, int32_t seq, int32_t gpu_
         }
         r->imported += (int32_t)(ok - have);
         if (!finished) {
-            r->early += (int32_t)(ok - have);
             pthread_mutex_lock(&t->mu);
             t->st.restore_overlapped_blocks += ok - have;
             pthread_mutex_unlock(&t->mu);
         }
     }
     if (!finished) return r->imported;
-    r->tail_s += zs_now() - t0;
     r->complete = 1;
-    /* the job (disk reads) and the import calls after it, not the time the request waited for room */
-    r->seconds = js.seconds + r->tail_s;
+    /* the job (disk reads) and the import call after it, not the time the request waited for room */
+    r->seconds = js.seconds + (zs_now() - t0);
     /* a job of enough disk blocks, all in the page cache or none: its read rate */
     int all_cached = r->disk_cached >= 0.99, none_cached = r->disk_cached >= 0 && r->disk_cached <= 0.01;
     if (js.disk_blocks >= 8 && js.seconds > 0 && (all_cached || none_cached)) {

@@ -85,13 +85,11 @@ typedef struct zs_kvt_restore {
     int32_t base;                 /* the sequence's blocks before the first import */
     int32_t imported;             /* blocks appended so far */
     int started, complete;        /* an import ran; the job finished and all of it is in */
-    int32_t early;                /* blocks imported while the job was still reading */
-    double tail_s;                /* import calls after the job finished */
     int32_t host_blocks, disk_blocks; /* of the blocks imported, by the tier that had them */
     /* once complete (or an import failed) */
-    double seconds;               /* the job (disk reads into host memory) + the import calls after
-                                     it; on a GPU the copies they queue run before the next step
-                                     (in TTFT) */
+    double seconds;               /* the job (disk reads into host memory) + the import call that
+                                     completed it; on a GPU the copies queued run before the next
+                                     step (in TTFT) */
 } zs_kvt_restore_t;
 
 /* The prompt's blocks [gpu_blocks, max_blocks) (gpu_blocks come from the GPU prefix cache):

@@ -143,6 +143,17 @@ static void kv_import_ready(zs_sched_t *s, zs_sreq_t *r) {
     kv_restore_end(s, r);
 }
 
+/* Takes *pp (a request waiting for its disk reads) off the fetch list. */
+static zs_sreq_t *fetch_unlink(zs_sched_t *s, zs_sreq_t **pp) {
+    zs_sreq_t *r = *pp;
+    *pp = r->s.next;
+    r->s.next = NULL;
+    pthread_mutex_lock(&s->mu);
+    s->nfetch--;
+    pthread_mutex_unlock(&s->mu);
+    return r;
+}
+
 /* Requests whose disk reads are done go back to the head of the queue; cancelled ones end.
  * Those that have a sequence take in the blocks read so far. */
 void kv_collect_fetches(zs_sched_t *s) {
@@ -155,11 +166,7 @@ void kv_collect_fetches(zs_sched_t *s) {
             pp = &r->s.next;
             continue;
         }
-        *pp = r->s.next;
-        r->s.next = NULL;
-        pthread_mutex_lock(&s->mu);
-        s->nfetch--;
-        pthread_mutex_unlock(&s->mu);
+        (void)fetch_unlink(s, pp);
         if (c != ZS_CANCEL_NONE) {
             sched_finish_unqueued(s, r, c == ZS_CANCEL_SHUTDOWN ? 503 : 499,
                             c == ZS_CANCEL_SHUTDOWN ? "the server is shutting down" : "request cancelled");
@@ -172,15 +179,7 @@ void kv_collect_fetches(zs_sched_t *s) {
 
 /* Ends every request waiting for its disk reads (a failed start), its sequence freed. */
 void kv_fail_fetches(zs_sched_t *s, int status, const char *msg) {
-    while (s->fetch_head) {
-        zs_sreq_t *r = s->fetch_head;
-        s->fetch_head = r->s.next;
-        r->s.next = NULL;
-        pthread_mutex_lock(&s->mu);
-        s->nfetch--;
-        pthread_mutex_unlock(&s->mu);
-        sched_finish_unqueued(s, r, status, msg);
-    }
+    while (s->fetch_head) sched_finish_unqueued(s, fetch_unlink(s, &s->fetch_head), status, msg);
 }
 
 /* First look at a request: its namespace, and a restore from the store when the store holds

@@ -36,11 +36,7 @@ void sched_finish(zs_sched_t *s, zs_sreq_t *r, const char *reason, int err_statu
         if (r->s.gen_len > r->s.emitted) publish(s, r, r->s.gen + r->s.emitted, r->s.gen_len - r->s.emitted);
         r->s.emitted = r->s.gen_len;
     }
-    if (r->s.rs.job && r->s.seq >= 0 && s->e) {
-        zs_err_t e2 = {0};
-        (void)zs_engine_sync(s->e, &e2); /* imports in flight read the pinned host copies */
-    }
-    kv_release_seq(s, r);
+    kv_release_seq(s, r); /* waits for imports in flight first (kv_restore_end) */
     int cancelled = atomic_load(&r->cancel) != ZS_CANCEL_NONE;
     double e2e = zs_now() - r->t_arrive;
     pthread_mutex_lock(&r->mu);
