@@ -284,6 +284,16 @@ def stream(srv, path, body, timeout=None):
             "total_s": end - t0}
 
 
+def usage_fields(u):
+    """A row's fields from a reply's usage: cached tokens and the server's kv_cache extension."""
+    kv = u.get("kv_cache") or {}
+    row = {"cached_tokens": (u.get("prompt_tokens_details") or {}).get("cached_tokens")}
+    for k in ("gpu_tokens", "host_tokens", "disk_tokens", "computed_tokens", "restore_s", "restore_gbps",
+              "restore_began_s", "admitted_s"):
+        row[k] = kv.get(k)
+    return row
+
+
 def server_ttft(before, after):
     """This request's arrival -> first token as the server saw it (the TTFT histogram's sum
     grew by it; one request at a time)."""
@@ -407,10 +417,7 @@ class Bench:
         kv = u.get("kv_cache") or {}
         row = {"case": case, "prefix_tokens": n, "ttft_s": round(r["ttft_s"], 6) if r["ttft_s"] is not None else None,
                "server_ttft_s": server_ttft(before, after), "prompt_tokens": u.get("prompt_tokens"),
-               "cached_tokens": (u.get("prompt_tokens_details") or {}).get("cached_tokens"),
-               "gpu_tokens": kv.get("gpu_tokens"), "host_tokens": kv.get("host_tokens"),
-               "disk_tokens": kv.get("disk_tokens"), "computed_tokens": kv.get("computed_tokens"),
-               "restore_s": kv.get("restore_s"), "restore_gbps": kv.get("restore_gbps"),
+               **usage_fields(u),
                "skipped_by_cost_blocks": srv.gauge("zerostart_kv_restore_skipped_blocks_total", after)
                - srv.gauge("zerostart_kv_restore_skipped_blocks_total", before),
                # blocks copied into the KV cache while the same restore still read from disk
@@ -667,14 +674,10 @@ class Bench:
                                                          "temperature": 0, "ignore_eos": True})
                 after = srv.metrics()
                 u = r["usage"] or {}
-                kv = u.get("kv_cache") or {}
                 case = f"turn_{i + 1}_{'cached' if with_store is None else 'uncached'}"
                 row = {"case": case, "prefix_tokens": prev, "ttft_s": round(r["ttft_s"], 6) if r["ttft_s"] else None,
                        "server_ttft_s": server_ttft(before, after), "prompt_tokens": u.get("prompt_tokens"),
-                       "cached_tokens": (u.get("prompt_tokens_details") or {}).get("cached_tokens"),
-                       "gpu_tokens": kv.get("gpu_tokens"), "host_tokens": kv.get("host_tokens"),
-                       "disk_tokens": kv.get("disk_tokens"), "computed_tokens": kv.get("computed_tokens"),
-                       "restore_s": kv.get("restore_s"), "restore_gbps": kv.get("restore_gbps"),
+                       **usage_fields(u),
                        "output": r["text"], "server": label}
                 if ev:
                     row["evicted_before"] = ev
@@ -819,6 +822,8 @@ def main():
               "chat": {"turns": args.chat_turns, "user_words": args.chat_turn_tokens, "reply_tokens": args.chat_reply_tokens,
                        "evict_before_turns": bool(args.chat_evict)},
               "workdir": args.workdir, "workdir_fs": fs_type(args.workdir),
+              # how the CUDA backend moves KV blocks (docs/kvstore.md)
+              "kv_transfer": os.environ.get("ZS_KV_TRANSFER", "auto"),
               "servers": {}, "notes": [], "anomalies": []}
     b = Bench(args, result)
     result["kv_bytes_per_token"] = b.bpt

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One GPU-machine call for the KV warm-start benchmark (issue 6): the 8B-shaped synthetic
 # checkpoint (written when missing), then bench/kv.py on cuda:0 (prefixes of 8k and 32k tokens,
-# the 10-turn chat), under a time limit; kv.json, the table and every server's log land in OUTDIR.
+# the 10-turn chat), under a time limit; kv.json, the table, bench/kv.py's log and an archive of
+# every server's log (serve-logs.tgz) land in OUTDIR.
 # Expects the release binary in build/dev, built here and carried:
 #   make STATIC_DEPS=1 REL=build/dev build/dev/zerostart
 # (when it is missing, the script tries that build on the machine, which needs the -dev
@@ -48,6 +49,7 @@ timeout $(( $(left) - 20 )) python3 bench/kv.py --zerostart "$ZS" --model "$MODE
 echo "bench/kv.py rc=$?"
 cat "$OUT/kv.table"
 grep -E "ANOMALY|Error|error" "$OUT/kv.log" | head -20
-cp "$WORK"/serve-*.log "$OUT"/ 2>/dev/null
+# one archive of every server's log (a device call brings back only a few files)
+tar -czf "$OUT/serve-logs.tgz" -C "$WORK" $(cd "$WORK" && ls serve-*.log 2>/dev/null) 2>/dev/null
 rm -rf "$WORK"
 echo "total $((SECONDS - START)) s"

@@ -18,9 +18,13 @@
  * commands directly and runs the rest of the step eagerly. ZS_CUDA_GRAPH=0 turns graphs off,
  * ZS_CUDA_FUSE=0 the fused ops (q/k/v in one GEMV, gate/up + SiLU-mul, projection + residual).
  *
- * KV blocks move to and from host memory for the KV warm start: imports are copies on the
- * compute stream (ordered before the next step), exports run on a second stream that waits
- * for an event of the compute stream, with one completion event per export.
+ * KV blocks move to and from host memory for the KV warm start. Imports run layer by layer on
+ * their own stream (one batch of copies per layer, then an event), and the next step's layer
+ * l waits only for layer l's event, so a restored prefix's copies overlap the layers computed
+ * before them. Where the sources are page-locked the SMs move the bytes (zs_k_kv_move, a few
+ * CTAs): one launch per layer, where copy engines need one copy per block and layer, ~1 us of
+ * host time each. Exports run on a second stream that waits for an event of the compute
+ * stream (and for the imports queued so far), with one completion event per export.
  *
  * cuBLAS handles outlive backends: a destroyed backend gives its handle back to a per-process
  * free list and the next backend on the same device takes it, so an engine brought back after
@@ -39,6 +43,12 @@
 #include "zerostart/model.h"
 
 enum { ATTN_AUTO = 0, ATTN_SIMPLE = 1 };
+/* How KV imports reach the pool (ZS_KV_TRANSFER). auto: layer by layer, by the SMs
+ * (zs_k_kv_move) when every source is page-locked and mapped for the device, else by batches
+ * of copy-engine copies; copy: layer by layer, by the copy engines; blocks: whole blocks by
+ * the copy engines on the compute stream, before the step. Exports always use the copy
+ * engines. */
+enum { XFER_AUTO = 0, XFER_COPY = 1, XFER_BLOCKS = 2 };
 
 /* One recorded kernel launch (see cmd_exec). Built on a zeroed struct so that equal launches
  * compare equal with memcmp. */
@@ -74,6 +84,12 @@ typedef struct {
     size_t n;
     uint64_t used;
 } graph_ent_t;
+
+/* The table one zs_k_kv_move launch reads (host copy, device copy), for one stream. */
+typedef struct {
+    zs_k_kv_host_t *h, *d;
+    size_t cap;
+} kv_table_t;
 
 typedef struct {
     zs_backend_t base; /* first member */
@@ -121,6 +137,22 @@ typedef struct {
     cudaEvent_t xstart;
     cudaEvent_t xev[XFER_EVENTS];
     uint64_t x_issued, x_done;
+    int x_wait_import;   /* an import was queued since the export stream last waited for one */
+    /* KV block imports (layer by layer unless ZS_KV_TRANSFER=blocks): host->GPU moves on
+     * their own stream, one launch or batch of copies per layer followed by that layer's
+     * event; the compute stream waits for layer l's event just before it first touches
+     * layer l of the pool */
+    int xfer_mode;       /* XFER_* (ZS_KV_TRANSFER) */
+    int batch_copy;      /* cudaMemcpyBatchAsync works here (else one call per copy) */
+    kv_table_t itab;     /* the move kernel's table */
+    cudaStream_t ist;
+    cudaEvent_t istart, iall;
+    cudaEvent_t *iev;    /* one per layer */
+    uint8_t *ipend;      /* layer's import not yet waited for by the compute stream */
+    int32_t iev_n, ipend_n;
+    void **idst;         /* one layer's copies, the arrays cudaMemcpyBatchAsync takes */
+    const void **isrc;
+    size_t *isize, icap;
 } cuda_be_t;
 
 static cuda_be_t *CB(zs_backend_t *b) { return (cuda_be_t *)b; }
@@ -199,6 +231,7 @@ static int check_wdtype(const zs_bweight_t *w, const char *op, zs_err_t *err) {
 
 static int flush_eager(cuda_be_t *cb, zs_err_t *err);
 static int flush(cuda_be_t *cb, zs_err_t *err);
+static int import_wait(cuda_be_t *cb, int32_t layer, zs_err_t *err);
 
 /* --- shadow bookkeeping: drop it when its source is written ---------------------------- */
 static void touched(cuda_be_t *cb, const void *p, size_t bytes) {
@@ -256,6 +289,7 @@ static void cu_free(zs_backend_t *b, void *p) {
     (void)flush_eager(cb, &e2); /* recorded commands may use p */
     if (p) {
         (void)cudaStreamSynchronize(cb->st);
+        if (cb->ist) (void)cudaStreamSynchronize(cb->ist); /* p may be the pool an import writes */
         cudaFree(p);
     }
 }
@@ -274,6 +308,7 @@ static int cu_upload(zs_backend_t *b, void *dst, const void *src, size_t bytes, 
 static int cu_download(zs_backend_t *b, void *dst, const void *src, size_t bytes, zs_err_t *err) {
     cuda_be_t *cb = CB(b);
     int rc = flush(cb, err);
+    if (!rc) rc = import_wait(cb, -1, err);
     if (rc) return rc;
     if (bytes == 0) return 0;
     CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, cb->st), "download (cudaMemcpyAsync D2H)");
@@ -283,6 +318,7 @@ static int cu_download(zs_backend_t *b, void *dst, const void *src, size_t bytes
 
 static int cu_sync(zs_backend_t *b, zs_err_t *err) {
     int rc = flush(CB(b), err);
+    if (!rc) rc = import_wait(CB(b), -1, err);
     if (rc) return rc;
     CU(cudaStreamSynchronize(CB(b)->st), "cudaStreamSynchronize");
     return 0;
@@ -731,6 +767,8 @@ static int cu_kv_store(zs_backend_t *b, void *pool, const zs_kv_layout_t *l, int
         return zs_err_set(err, ZS_EUNSUPPORTED, "cuda kv_store: KV cache dtype must be BF16");
     if (layer < 0 || layer >= l->nlayers)
         return zs_err_set(err, ZS_EINVAL, "cuda kv_store: layer %d of %d", layer, l->nlayers);
+    int rc = import_wait(cb, layer, err);
+    if (rc) return rc;
     cmd_t c;
     memset(&c, 0, sizeof c);
     c.kind = C_KV;
@@ -756,6 +794,8 @@ static int cu_attention(zs_backend_t *b, float *out, const float *q, const void 
                           nheads, l->nkv_heads, l->head_dim);
     if (layer < 0 || layer >= l->nlayers)
         return zs_err_set(err, ZS_EINVAL, "cuda attention: layer %d of %d", layer, l->nlayers);
+    int rc = import_wait(cb, layer, err);
+    if (rc) return rc;
     cmd_t c;
     memset(&c, 0, sizeof c);
     kern_kv(&c.u.a.kv, (void *)pool, l);
@@ -791,7 +831,7 @@ static int cu_attention(zs_backend_t *b, float *out, const float *q, const void 
     if (nsplit < 1) nsplit = 1;
     const size_t need = zs_k_attn_split_floats(ntok, nheads, hd, (int32_t)nsplit);
     if (need > cb->part_cap) {
-        int rc = flush_eager(cb, err); /* recorded commands may use the old scratch */
+        rc = flush_eager(cb, err); /* recorded commands may use the old scratch */
         if (rc) return rc;
         CU(cudaStreamSynchronize(cb->st), "cudaStreamSynchronize (growing attention scratch)");
         cudaFree(cb->part);
@@ -1040,15 +1080,167 @@ static int cu_matmul_silu(zs_backend_t *b, float *y, const float *x, int32_t n,
 }
 
 /* --- KV block transfers ------------------------------------------------------------------ */
+/* The compute stream waits for the imports of `layer` (all layers when layer < 0) that it
+ * has not waited for yet. A wait cannot be part of a recorded decode graph: the step's
+ * recorded commands are launched first and the rest of it runs eagerly. */
+static int import_wait(cuda_be_t *cb, int32_t layer, zs_err_t *err) {
+    if (cb->ipend_n == 0 || (layer >= 0 && (layer >= cb->iev_n || !cb->ipend[layer]))) return 0;
+    int rc = flush_eager(cb, err);
+    if (rc) return rc;
+    if (layer >= 0) {
+        CU(cudaStreamWaitEvent(cb->st, cb->iev[layer], 0), "KV import (cudaStreamWaitEvent, one layer)");
+        cb->ipend[layer] = 0;
+        cb->ipend_n--;
+        return 0;
+    }
+    CU(cudaStreamWaitEvent(cb->st, cb->iall, 0), "KV import (cudaStreamWaitEvent)");
+    memset(cb->ipend, 0, (size_t)cb->iev_n);
+    cb->ipend_n = 0;
+    return 0;
+}
+
+static int import_init(cuda_be_t *cb, int32_t nlayers, size_t n, zs_err_t *err) {
+    if (cb->ist == NULL) {
+        CU(cudaEventCreateWithFlags(&cb->istart, cudaEventDisableTiming), "cudaEventCreate (KV import)");
+        CU(cudaEventCreateWithFlags(&cb->iall, cudaEventDisableTiming), "cudaEventCreate (KV import)");
+        int least = 0, greatest = 0; /* the import's few CTAs go ahead of the step's */
+        CU(cudaDeviceGetStreamPriorityRange(&least, &greatest), "cudaDeviceGetStreamPriorityRange");
+        CU(cudaStreamCreateWithPriority(&cb->ist, cudaStreamNonBlocking, greatest), "cudaStreamCreate (KV import)");
+    }
+    if (nlayers > cb->iev_n) {
+        /* grown only while nothing is pending (a pool's layout does not change) */
+        if (cb->ipend_n) return zs_err_set(err, ZS_ESTATE, "cuda backend: KV import of %d layers while imports of %d are pending", nlayers, cb->iev_n);
+        cudaEvent_t *ev = realloc(cb->iev, (size_t)nlayers * sizeof *ev);
+        if (ev == NULL) return zs_err_set(err, ZS_ENOMEM, "cuda backend: out of memory for %d KV import events", nlayers);
+        cb->iev = ev;
+        uint8_t *pend = realloc(cb->ipend, (size_t)nlayers);
+        if (pend == NULL) return zs_err_set(err, ZS_ENOMEM, "cuda backend: out of memory for %d KV import events", nlayers);
+        cb->ipend = pend;
+        for (; cb->iev_n < nlayers; cb->iev_n++) {
+            cb->ipend[cb->iev_n] = 0;
+            CU(cudaEventCreateWithFlags(&cb->iev[cb->iev_n], cudaEventDisableTiming), "cudaEventCreate (KV import, per layer)");
+        }
+    }
+    if (n > cb->icap) {
+        void **d = realloc(cb->idst, n * sizeof *d);
+        if (d) cb->idst = d;
+        const void **s = realloc(cb->isrc, n * sizeof *s);
+        if (s) cb->isrc = s;
+        size_t *z = realloc(cb->isize, n * sizeof *z);
+        if (z) cb->isize = z;
+        if (!d || !s || !z) return zs_err_set(err, ZS_ENOMEM, "cuda backend: out of memory for a KV import of %zu blocks", n);
+        cb->icap = n;
+    }
+    return 0;
+}
+
+/* The n copies in idst/isrc/isize on the import stream: one cudaMemcpyBatchAsync, or one
+ * cudaMemcpyAsync each where the driver has no batch copies. */
+static int import_copies(cuda_be_t *cb, size_t n, zs_err_t *err) {
+    if (cb->batch_copy) {
+        struct cudaMemcpyAttributes a;
+        memset(&a, 0, sizeof a);
+        a.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
+        a.flags = cudaMemcpyFlagPreferOverlapWithCompute;
+        size_t first = 0;
+        cudaError_t e = cudaMemcpyBatchAsync(cb->idst, cb->isrc, cb->isize, n, &a, &first, 1, cb->ist);
+        if (e == cudaSuccess) return 0;
+        if (e != cudaErrorNotSupported && e != cudaErrorCallRequiresNewerDriver)
+            return cu_err(err, e, "KV import (cudaMemcpyBatchAsync H2D)");
+        (void)cudaGetLastError();
+        cb->batch_copy = 0;
+    }
+    for (size_t i = 0; i < n; i++)
+        CU(cudaMemcpyAsync(cb->idst[i], cb->isrc[i], cb->isize[i], cudaMemcpyHostToDevice, cb->ist),
+           "KV import (cudaMemcpyAsync H2D)");
+    return 0;
+}
+
+/* Fills the move kernel's table (device addresses of the host blocks, pool block ids) and
+ * queues its upload on `st`, the stream of the launch that reads it. 0 with *ok = 0 when a
+ * host block is not page-locked and mapped for the device, or not 16-byte aligned: the
+ * caller uses the copy engines instead. */
+static int kv_table_fill(kv_table_t *t, cudaStream_t st, const int32_t *ids, const void *const *host, int32_t n,
+                         int *ok, zs_err_t *err) {
+    *ok = 0;
+    if ((size_t)n > t->cap) {
+        zs_k_kv_host_t *h = realloc(t->h, (size_t)n * sizeof *h);
+        if (h == NULL) return zs_err_set(err, ZS_ENOMEM, "cuda backend: out of memory for a KV transfer of %d blocks", n);
+        t->h = h;
+        /* earlier launches may still read the old table */
+        CU(cudaStreamSynchronize(st), "cudaStreamSynchronize (growing a KV transfer table)");
+        cudaFree(t->d);
+        t->d = NULL;
+        t->cap = 0;
+        CU(cudaMalloc((void **)&t->d, (size_t)n * sizeof *t->d), "cudaMalloc (KV transfer table)");
+        t->cap = (size_t)n;
+    }
+    for (int32_t i = 0; i < n; i++) {
+        struct cudaPointerAttributes a;
+        if (cudaPointerGetAttributes(&a, host[i]) != cudaSuccess) {
+            (void)cudaGetLastError();
+            return 0;
+        }
+        if (a.type != cudaMemoryTypeHost || a.devicePointer == NULL || (uintptr_t)a.devicePointer % 16) return 0;
+        t->h[i].host = (const char *)a.devicePointer;
+        t->h[i].block = ids[i];
+    }
+    /* from pageable memory: staged before the call returns, so the host table is free again */
+    CU(cudaMemcpyAsync(t->d, t->h, (size_t)n * sizeof *t->h, cudaMemcpyHostToDevice, st),
+       "KV transfer (uploading the move kernel's table)");
+    *ok = 1;
+    return 0;
+}
+
+static void kv_table_free(kv_table_t *t) {
+    free(t->h);
+    cudaFree(t->d);
+    memset(t, 0, sizeof *t);
+}
+
 static int cu_kv_blocks_in(zs_backend_t *b, void *pool, const zs_kv_layout_t *l, const int32_t *ids,
                            const void *const *srcs, int32_t n, zs_err_t *err) {
     cuda_be_t *cb = CB(b);
     int rc = flush_eager(cb, err);
-    if (rc) return rc;
-    for (int32_t i = 0; i < n; i++)
-        CU(cudaMemcpyAsync((char *)pool + (size_t)ids[i] * l->block_bytes, srcs[i], l->block_bytes,
-                           cudaMemcpyHostToDevice, cb->st),
-           "KV import (cudaMemcpyAsync H2D)");
+    if (rc || n <= 0) return rc;
+    if (cb->xfer_mode == XFER_BLOCKS || l->nlayers < 1 ||
+        l->block_bytes != (size_t)l->nlayers * l->layer_stride) {
+        for (int32_t i = 0; i < n; i++)
+            CU(cudaMemcpyAsync((char *)pool + (size_t)ids[i] * l->block_bytes, srcs[i], l->block_bytes,
+                               cudaMemcpyHostToDevice, cb->st),
+               "KV import (cudaMemcpyAsync H2D)");
+        return 0;
+    }
+    if ((rc = import_init(cb, l->nlayers, (size_t)n, err))) return rc;
+    /* the new blocks may have been read by steps queued before (their previous sequence) */
+    CU(cudaEventRecord(cb->istart, cb->st), "KV import (cudaEventRecord)");
+    CU(cudaStreamWaitEvent(cb->ist, cb->istart, 0), "KV import (cudaStreamWaitEvent)");
+    int gather = 0;
+    if (cb->xfer_mode == XFER_AUTO && l->layer_stride % 16 == 0 &&
+        (rc = kv_table_fill(&cb->itab, cb->ist, ids, srcs, n, &gather, err)))
+        return rc;
+    for (int32_t layer = 0; layer < l->nlayers; layer++) {
+        const size_t off = (size_t)layer * l->layer_stride;
+        if (gather) {
+            rc = launch(zs_k_kv_move(cb->ist, pool, cb->itab.d, n, l->block_bytes, off, l->layer_stride),
+                        "KV import (zs_k_kv_move)", err);
+        } else {
+            for (int32_t i = 0; i < n; i++) {
+                cb->idst[i] = (char *)pool + (size_t)ids[i] * l->block_bytes + off;
+                cb->isrc[i] = (const char *)srcs[i] + off;
+                cb->isize[i] = l->layer_stride;
+            }
+            rc = import_copies(cb, (size_t)n, err);
+        }
+        if (rc) return rc;
+        CU(cudaEventRecord(cb->iev[layer], cb->ist), "KV import (cudaEventRecord, per layer)");
+        if (!cb->ipend[layer]) {
+            cb->ipend[layer] = 1;
+            cb->ipend_n++;
+        }
+    }
+    CU(cudaEventRecord(cb->iall, cb->ist), "KV import (cudaEventRecord)");
+    cb->x_wait_import = 1;
     return 0;
 }
 
@@ -1083,6 +1275,12 @@ static int cu_kv_blocks_out(zs_backend_t *b, const void *pool, const zs_kv_layou
     if (rc < 0) return rc;
     CU(cudaEventRecord(cb->xstart, cb->st), "KV export (cudaEventRecord)");
     CU(cudaStreamWaitEvent(cb->xst, cb->xstart, 0), "KV export (cudaStreamWaitEvent)");
+    if (cb->x_wait_import) { /* an exported block may be one an import is still writing */
+        CU(cudaStreamWaitEvent(cb->xst, cb->iall, 0), "KV export (cudaStreamWaitEvent, imports)");
+        cb->x_wait_import = 0;
+    }
+    /* copy engines: the SMs (zs_k_kv_move) made a step running beside a 4.3 GB export slower
+     * (docs/kvstore.md) */
     for (int32_t i = 0; i < n; i++)
         CU(cudaMemcpyAsync(dsts[i], (const char *)pool + (size_t)ids[i] * l->block_bytes, l->block_bytes,
                            cudaMemcpyDeviceToHost, cb->xst),
@@ -1106,6 +1304,19 @@ static void cu_destroy(zs_backend_t *b) {
     for (int i = 0; i < XFER_EVENTS; i++)
         if (cb->xev[i]) cudaEventDestroy(cb->xev[i]);
     if (cb->xstart) cudaEventDestroy(cb->xstart);
+    if (cb->ist) {
+        (void)cudaStreamSynchronize(cb->ist);
+        cudaStreamDestroy(cb->ist);
+    }
+    for (int32_t i = 0; i < cb->iev_n; i++) cudaEventDestroy(cb->iev[i]);
+    if (cb->istart) cudaEventDestroy(cb->istart);
+    if (cb->iall) cudaEventDestroy(cb->iall);
+    free(cb->iev);
+    free(cb->ipend);
+    free(cb->idst);
+    free(cb->isrc);
+    free(cb->isize);
+    kv_table_free(&cb->itab);
     for (int i = 0; i < GRAPH_CACHE; i++) graph_drop(&cb->graphs[i]);
     free(cb->cmds);
     cudaFree(cb->d_meta);
@@ -1201,6 +1412,15 @@ int zs_cuda_backend_create(int device, zs_backend_t **out, zs_err_t *err) {
     cb->use_graph = !(gr && strcmp(gr, "0") == 0);
     const char *fu = getenv("ZS_CUDA_FUSE");
     if (fu && strcmp(fu, "0") == 0) cb->base.ops = &cuda_ops_unfused;
+    /* the first restore should not load the move kernel's module (lazy loading) */
+    if ((e = zs_k_kv_move_load()) != cudaSuccess) {
+        rc = cu_err(err, e, "loading the KV move kernel");
+        goto fail;
+    }
+    const char *kt = getenv("ZS_KV_TRANSFER");
+    cb->xfer_mode = kt && strcmp(kt, "blocks") == 0 ? XFER_BLOCKS
+                    : kt && strcmp(kt, "copy") == 0 ? XFER_COPY : XFER_AUTO;
+    cb->batch_copy = 1;
     *out = &cb->base;
     return 0;
 fail:

@@ -72,10 +72,11 @@ static json_t *usage(const zs_oai_usage_t *u) {
                           "cached_tokens", (json_int_t)u->cached_tokens);
     if (o == NULL || !u->has_kv) return o;
     double gbps = u->restore_s > 0 ? (double)u->restore_bytes / u->restore_s / 1e9 : 0;
-    json_t *kv = json_pack("{s:I, s:I, s:I, s:I, s:f, s:f}", "gpu_tokens", (json_int_t)u->gpu_tokens,
+    json_t *kv = json_pack("{s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:f}", "gpu_tokens", (json_int_t)u->gpu_tokens,
                            "host_tokens", (json_int_t)u->host_tokens, "disk_tokens", (json_int_t)u->disk_tokens,
                            "computed_tokens", (json_int_t)u->computed_tokens, "restore_s", u->restore_s,
-                           "restore_gbps", gbps);
+                           "restore_gbps", gbps, "restore_began_s", u->restore_began_s, "admitted_s",
+                           u->admitted_s);
     if (kv == NULL || json_object_set_new(o, "kv_cache", kv) != 0) {
         json_decref(o);
         return NULL;

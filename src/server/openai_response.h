@@ -37,6 +37,7 @@ typedef struct zs_oai_usage {
     int64_t gpu_tokens, host_tokens, disk_tokens, computed_tokens;
     double restore_s;
     uint64_t restore_bytes;
+    double restore_began_s, admitted_s; /* since the request arrived */
 } zs_oai_usage_t;
 
 /* Non-streaming response. */

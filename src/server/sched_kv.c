@@ -199,6 +199,7 @@ int kv_plan(zs_sched_t *s, zs_sreq_t *r, int32_t maxb) {
     int room = sched_need_blocks(s, r) - mb <= sched_free_budget(s);
     int rc = zs_kvt_restore_begin(s->o.kvt, &r->s.ns, r->prompt, mb, maxb, room, kv_fetch_done, s, &r->s.rs, &err);
     if (rc < 0) zs_slog(&s->log, ZS_LOG_WARN, r->id, "kv restore: %s", err.msg);
+    if (rc == 1) r->kvu.restore_began_s = r->s.rs.t0 - r->t_arrive;
     if (rc != 1 || zs_kvstore_job_finished(r->s.rs.job)) return 0;
     r->s.kv_phase = KV_FETCHING;
     zs_err_t serr = {0};

@@ -199,6 +199,7 @@ static void admit(zs_sched_t *s) {
             u->restore_bytes = (uint64_t)imported * zs_engine_kv(s->e)->layout.block_bytes;
         }
         u->computed_tokens = r->nprompt - r->s.pos;
+        u->admitted_s = zs_now() - r->t_arrive;
         if (s->pred) (void)zs_kvp_observe(s->pred, &r->s.ns, r->prompt, r->nprompt, zs_now());
         zs_metrics_prefix(s->m, r->s.pos);
         zs_metrics_kv_request(s->m, u->gpu_tokens, u->host_tokens, u->disk_tokens, u->computed_tokens,

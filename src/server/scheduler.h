@@ -44,6 +44,8 @@ typedef struct zs_kv_usage {
     int64_t computed_tokens;     /* prefilled */
     double restore_s;            /* lookup + disk reads + import of the restored blocks */
     uint64_t restore_bytes;
+    double restore_began_s;      /* arrival -> the store began bringing blocks back (0: none) */
+    double admitted_s;           /* arrival -> admitted to the batch (its KV restored) */
 } zs_kv_usage_t;
 
 struct zs_sreq {

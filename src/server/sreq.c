@@ -135,5 +135,7 @@ void zs_sreq_usage(const zs_sreq_t *r, const zs_sreq_out_t *o, zs_oai_usage_t *u
     u->computed_tokens = o->kvu.computed_tokens;
     u->restore_s = o->kvu.restore_s;
     u->restore_bytes = o->kvu.restore_bytes;
+    u->restore_began_s = o->kvu.restore_began_s;
+    u->admitted_s = o->kvu.admitted_s;
 }
 

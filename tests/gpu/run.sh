@@ -31,6 +31,8 @@ if python3 tests/gpu/tiny_gpu_models.py "$TINY" >/dev/null 2>&1; then
   check cuda_engine_vs_cpu "$REL/test_cuda_engine" compare "$TINY"/*
   check cuda_engine_vs_cpu_simple_attn env ZS_CUDA_ATTN=simple "$REL/test_cuda_engine" compare "$TINY"/*
   check cuda_kv_transfer "$REL/test_cuda_engine" kv-transfer "$TINY"/*
+  check cuda_kv_transfer_copy_engine env ZS_KV_TRANSFER=copy "$REL/test_cuda_engine" kv-transfer "$TINY"/*
+  check cuda_kv_transfer_whole_blocks env ZS_KV_TRANSFER=blocks "$REL/test_cuda_engine" kv-transfer "$TINY"/*
 else
   echo "skip cuda_engine_vs_cpu (tests/gpu/tiny_gpu_models.py needs numpy and safetensors)"
 fi

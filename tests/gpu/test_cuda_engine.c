@@ -500,6 +500,17 @@ static int kv_transfer_one(const char *dir) {
         ok = zs_engine_decode(m.e, 1, &b, &g2[k], lg, &err) == 0;
     }
     report(dir, "kv-transfer: greedy continuation after import", 0, ok && same_tokens);
+    /* an import from pageable memory exported again before any step: the export (its own
+     * stream) must wait for the import (layer by layer on another stream) */
+    int32_t c = -1;
+    uint64_t t4 = 0;
+    memset(again, 0xa5, NB * bb);
+    ok = ok && zs_engine_seq_new(m.e, &c, &err) == 0 &&
+         zs_engine_seq_import(m.e, c, (const void *const *)d1, NB, &err) == 0 &&
+         zs_engine_kv_export(m.e, c, idx, NB, d3, &t4, &err) == 0 && zs_engine_kv_export_done(m.e, t4, 1, &err) == 1;
+    report(dir, "kv-transfer: pageable import exported before any step round-trips", 0,
+           ok && memcmp(again, pageable, NB * bb) == 0);
+    ok = ok && zs_engine_seq_free(m.e, c, &err) == 0;
     if (!ok) fprintf(stderr, "%s: %s\n", dir, err.msg);
     if (locked) zs_gpu_host_unregister(locked);
     free(locked);

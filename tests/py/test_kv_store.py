@@ -74,6 +74,9 @@ def test_host_tier_brings_back_evicted_prefix(zerostart, model):
         assert kv(u2)["host_tokens"] == 288  # every full block but the one holding the last token
         assert kv(u2)["computed_tokens"] == 12 and u2["prompt_tokens_details"]["cached_tokens"] == 288
         assert kv(u2)["restore_s"] >= 0
+        # the time to first token splits at the restore's start and the admission
+        assert kv(u1)["restore_began_s"] == 0 and kv(u1)["admitted_s"] >= 0
+        assert 0 < kv(u2)["restore_began_s"] <= kv(u2)["admitted_s"]
         assert t2 == t1
         m = srv.metrics()
         assert m['zerostart_kv_prompt_tokens_total{source="host"}'] >= 288

@@ -99,6 +99,19 @@ cudaError_t zs_k_attn_split(cudaStream_t st, float *out, const float *q, const z
                             int32_t layer, const zs_kern_step_t *s, int32_t nheads,
                             int32_t window, float scale, int32_t nsplit, float *part);
 
+/* KV import by the SMs: for every i < n, `bytes` at offset `off` of the host block
+ * tab[i].host (page-locked host memory mapped for the device; 16-byte aligned) go to the same
+ * offset of pool block tab[i].block. tab is device memory. A few CTAs only, so that a step
+ * running beside keeps the SMs. zs_k_kv_move_load loads the kernel (lazy module loading
+ * would otherwise do it at the first import). */
+typedef struct zs_k_kv_host {
+    const char *host; /* device address of the host block */
+    int64_t block;    /* pool block id */
+} zs_k_kv_host_t;
+cudaError_t zs_k_kv_move(cudaStream_t st, void *pool, const zs_k_kv_host_t *tab, int32_t n,
+                         size_t block_bytes, size_t off, size_t bytes);
+cudaError_t zs_k_kv_move_load(void);
+
 #ifdef __cplusplus
 }
 #endif
