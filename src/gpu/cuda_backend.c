@@ -1,6 +1,6 @@
 /* CUDA backend: the engine's backend vtable (engine/backend.h) on one GPU. Owns the stream,
  * the cuBLAS handle, the per-step metadata (one packed host->device copy per step from a
- * pinned buffer), the RoPE cos/sin tables (computed on the host exactly as the CPU backend
+ * pinned buffer), the RoPE cos/sin tables (computed by a kernel the way the CPU backend
  * computes them, grown on demand), the half-precision copy of the last matrix-product input
  * and the attention scratch. Matrix products go through cuBLAS (bf16/f16 weights: the float32
  * input is rounded once to the weights' type, products accumulate in fp32; f32 weights: pure
@@ -112,8 +112,7 @@ typedef struct {
     const float *rope_inv_dev;
     int32_t rope_half;
     float rope_af;
-    float rope_inv[ZS_MODEL_MAX_HEAD_DIM / 2];
-    float *h_cos, *h_sin, *d_cos, *d_sin;
+    float *d_cos, *d_sin;
     int64_t tab_rows;
     /* half-precision copy (bf16 or f16) of one float buffer: the next matmul input */
     void *shadow;
@@ -677,50 +676,29 @@ static int cu_rmsnorm(zs_backend_t *b, float *y, const float *x, int32_t n, int3
 
 static int rope_tables(cuda_be_t *cb, const float *inv_freq, int32_t half, float af, int64_t rows,
                        zs_err_t *err) {
-    if (rows > cb->tab_rows || cb->rope_inv_dev != inv_freq || cb->rope_half != half ||
-        cb->rope_af != af) {
-        int rc = flush_eager(cb, err); /* recorded commands may use the old tables */
-        if (rc) return rc;
-    }
     if (cb->rope_inv_dev != inv_freq || cb->rope_half != half || cb->rope_af != af) {
-        /* new frequencies: fetch them (head_dim / 2 floats, once) and start the tables over */
-        CU(cudaMemcpyAsync(cb->rope_inv, inv_freq, (size_t)half * sizeof(float),
-                           cudaMemcpyDeviceToHost, cb->st),
-           "cudaMemcpyAsync (RoPE inverse frequencies)");
-        CU(cudaStreamSynchronize(cb->st), "cudaStreamSynchronize (RoPE inverse frequencies)");
-        cb->rope_inv_dev = inv_freq;
+        cb->rope_inv_dev = inv_freq; /* new frequencies: the tables start over */
         cb->rope_half = half;
         cb->rope_af = af;
         cb->tab_rows = 0;
     }
     if (rows <= cb->tab_rows) return 0;
+    int rc = flush_eager(cb, err); /* recorded commands may use the old tables */
+    if (rc) return rc;
     int64_t nr = cb->tab_rows * 2;
     if (nr < rows) nr = rows;
     if (nr < 1024) nr = 1024;
     const size_t n = (size_t)nr * (size_t)half;
-    float *hc = realloc(cb->h_cos, n * sizeof(float));
-    if (hc == NULL) return zs_err_set(err, ZS_ENOMEM, "cuda rope: out of memory for %lld rows", (long long)nr);
-    cb->h_cos = hc;
-    float *hs = realloc(cb->h_sin, n * sizeof(float));
-    if (hs == NULL) return zs_err_set(err, ZS_ENOMEM, "cuda rope: out of memory for %lld rows", (long long)nr);
-    cb->h_sin = hs;
-    /* exactly the CPU backend's values: f32 angle, double cos/sin rounded to f32, times af */
-    for (int64_t p = cb->tab_rows; p < nr; p++) {
-        const float pos = (float)p;
-        for (int32_t i = 0; i < half; i++) {
-            const float ang = pos * cb->rope_inv[i];
-            hc[p * half + i] = (float)cos((double)ang) * af;
-            hs[p * half + i] = (float)sin((double)ang) * af;
-        }
-    }
+    /* computed on the device: on the host, the 8k rows a prefix restored past the warm-up's
+     * positions needs took ~15 ms, in the request's time to first token */
     CU(cudaStreamSynchronize(cb->st), "cudaStreamSynchronize (growing RoPE tables)");
     cudaFree(cb->d_cos);
     cb->d_cos = cb->d_sin = NULL;
     cb->tab_rows = 0;
     CU(cudaMalloc((void **)&cb->d_cos, 2 * n * sizeof(float)), "cudaMalloc (RoPE tables)");
     cb->d_sin = cb->d_cos + n;
-    CU(cudaMemcpy(cb->d_cos, hc, n * sizeof(float), cudaMemcpyHostToDevice), "cudaMemcpy (RoPE cos table)");
-    CU(cudaMemcpy(cb->d_sin, hs, n * sizeof(float), cudaMemcpyHostToDevice), "cudaMemcpy (RoPE sin table)");
+    if ((rc = launch(zs_k_rope_table(cb->st, cb->d_cos, cb->d_sin, nr, half, inv_freq, af), "RoPE table kernel", err)))
+        return rc;
     cb->tab_rows = nr;
     return 0;
 }
@@ -1324,8 +1302,6 @@ static void cu_destroy(zs_backend_t *b) {
     cudaFree(cb->d_cos);
     cudaFree(cb->shadow);
     cudaFree(cb->part);
-    free(cb->h_cos);
-    free(cb->h_sin);
     if (cb->meta_ev) cudaEventDestroy(cb->meta_ev);
     blas_give(cb->dev, cb->blas);
     if (cb->st) cudaStreamDestroy(cb->st);

@@ -154,6 +154,29 @@ extern "C" cudaError_t zs_k_rope(cudaStream_t st, float *x, int32_t ntok, int32_
     return cudaGetLastError();
 }
 
+/* RoPE tables: row p holds cos/sin of the f32 angle p * inv[i] as the CPU backend computes
+ * them (in double, rounded to f32, times af). */
+__global__ void k_rope_table(float *tc, float *ts, int64_t rows, int32_t half, const float *inv, float af) {
+    const int64_t total = rows * half;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t p = i / half;
+        const float ang = __fmul_rn(__ll2float_rn(p), inv[i % half]);
+        double s, c;
+        sincos((double)ang, &s, &c);
+        tc[i] = __fmul_rn((float)c, af);
+        ts[i] = __fmul_rn((float)s, af);
+    }
+}
+
+extern "C" cudaError_t zs_k_rope_table(cudaStream_t st, float *tab_cos, float *tab_sin, int64_t rows,
+                                       int32_t half, const float *inv_freq, float af) {
+    const size_t n = (size_t)rows * (size_t)half;
+    if (n == 0) return cudaSuccess;
+    k_rope_table<<<grid1(n, 256), 256, 0, st>>>(tab_cos, tab_sin, rows, half, inv_freq, af);
+    return cudaGetLastError();
+}
+
 /* --- KV store ------------------------------------------------------------------------- */
 __global__ void k_kv_store(zs_kern_kv_t kv, int32_t layer, const float *k, const float *v,
                            const int32_t *slot, int32_t ntok) {

@@ -46,6 +46,12 @@ cudaError_t zs_k_rmsnorm(cudaStream_t st, float *y, void *ybf, const float *x, i
 /* x[t, h, :] rotated with cos/sin rows tab_cos/tab_sin[pos[t]] (half floats each). */
 cudaError_t zs_k_rope(cudaStream_t st, float *x, int32_t ntok, int32_t nheads, int32_t head_dim,
                       const int32_t *pos, const float *tab_cos, const float *tab_sin);
+/* tab_cos/tab_sin[p * half + i] = cos/sin(p * inv_freq[i]) * af for p < rows: the f32 angle,
+ * cos/sin in double rounded to f32, as the CPU backend computes them (the device's double
+ * cos/sin may differ from the C library's in a double's last bit, which changes the rounded
+ * f32 only in rare ties). inv_freq is device memory. */
+cudaError_t zs_k_rope_table(cudaStream_t st, float *tab_cos, float *tab_sin, int64_t rows, int32_t half,
+                            const float *inv_freq, float af);
 cudaError_t zs_k_kv_store(cudaStream_t st, const zs_kern_kv_t *kv, int32_t layer, const float *k,
                           const float *v, const int32_t *slot, int32_t ntok);
 /* y = silu(g) * u; optional bf16 copy (ybf may be NULL). */
