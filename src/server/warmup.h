@@ -1,6 +1,6 @@
 /* Kernel warm-up, once per server process and model: a throw-away forward pass through a
- * freshly started engine — a short prefill, decode steps of one and of two sequences, and a
- * prefill of a full scheduler step — so that what a backend pays on first use (CUDA module
+ * freshly started engine — a short prefill, decode steps of one and of two sequences,
+ * prefills of 64 and 512 tokens and of a full scheduler step — so that what a backend pays on first use (CUDA module
  * loading, cuBLAS kernel selection and loading, first launches of every kernel, lazily sized
  * scratch buffers, decode-graph capture) is paid at server start, never on a request path:
  * the process keeps its CUDA context and loaded modules across scale-to-zero, so a model
