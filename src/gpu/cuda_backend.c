@@ -689,8 +689,8 @@ static int rope_tables(cuda_be_t *cb, const float *inv_freq, int32_t half, float
     if (nr < rows) nr = rows;
     if (nr < 1024) nr = 1024;
     const size_t n = (size_t)nr * (size_t)half;
-    /* computed on the device: on the host, the 8k rows a prefix restored past the warm-up's
-     * positions needs took ~15 ms, in the request's time to first token */
+    /* computed on the device: on the host, growing them was in the time to first token of
+     * the first request past the positions seen so far (a 32k prefix: ~60 ms, RESULTS.md) */
     CU(cudaStreamSynchronize(cb->st), "cudaStreamSynchronize (growing RoPE tables)");
     cudaFree(cb->d_cos);
     cb->d_cos = cb->d_sin = NULL;
