@@ -19,7 +19,7 @@
  * ZS_CUDA_FUSE=0 the fused ops (q/k/v in one GEMV, gate/up + SiLU-mul, projection + residual).
  *
  * KV blocks move to and from host memory for the KV warm start. Imports run layer by layer on
- * their own stream (one batch of copies per layer, then an event), and the next step's layer
+ * their own stream (one move per layer, then an event), and the next step's layer
  * l waits only for layer l's event, so a restored prefix's copies overlap the layers computed
  * before them. Where the sources are page-locked the SMs move the bytes (zs_k_kv_move, a few
  * CTAs): one launch per layer, where copy engines need one copy per block and layer, ~1 us of
@@ -1078,9 +1078,11 @@ static int import_wait(cuda_be_t *cb, int32_t layer, zs_err_t *err) {
 }
 
 static int import_init(cuda_be_t *cb, int32_t nlayers, size_t n, zs_err_t *err) {
-    if (cb->ist == NULL) {
+    if (cb->istart == NULL)
         CU(cudaEventCreateWithFlags(&cb->istart, cudaEventDisableTiming), "cudaEventCreate (KV import)");
+    if (cb->iall == NULL)
         CU(cudaEventCreateWithFlags(&cb->iall, cudaEventDisableTiming), "cudaEventCreate (KV import)");
+    if (cb->ist == NULL) {
         int least = 0, greatest = 0; /* the import's few CTAs go ahead of the step's */
         CU(cudaDeviceGetStreamPriorityRange(&least, &greatest), "cudaDeviceGetStreamPriorityRange");
         CU(cudaStreamCreateWithPriority(&cb->ist, cudaStreamNonBlocking, greatest), "cudaStreamCreate (KV import)");
