@@ -28,12 +28,13 @@ int zs_srv_warmup(zs_engine_t *e, int32_t step_tokens, int64_t ctx, int64_t *pre
     if (rc == 0) rc = zs_engine_seq_new(e, &seq[0], err);
     if (rc == 0) rc = zs_engine_prefill(e, seq[0], ids, (int32_t)small, logits, err);
     for (int k = 0; k < 2 && rc == 0; k++) rc = zs_engine_decode(e, 1, seq, &ids[k], logits, err);
-    /* mid-sized steps appended to it: matrix products of other shapes load other cuBLAS
-     * kernels (a first 64-token step after a restore measured ~10 ms slower than later ones) */
+    /* mid-sized steps appended to it: on the H200 a server's first 64-token step measured
+     * ~10 ms slower than the same step later, likely cuBLAS loading the kernels of a new
+     * matrix-product size (bench/RESULTS.md, KV section) */
     static const int32_t mid[] = {64, 512};
     int64_t len = small + 2;
     for (size_t k = 0; k < sizeof mid / sizeof mid[0] && rc == 0; k++) {
-        if (mid[k] >= big || len + mid[k] > big) break;
+        if (len + mid[k] > big) break;
         rc = zs_engine_prefill(e, seq[0], ids, mid[k], logits, err);
         len += mid[k];
     }
